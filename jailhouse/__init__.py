@@ -1,0 +1,112 @@
+"""Manage Jailhouse hypervisor cells through the kernel driver, and describe them as libvirt XML.
+
+The names below are imported on first use, so ``import jailhouse`` stays cheap and does
+no I/O: the config model needs neither lxml nor the compiled shim.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from jailhouse.config.model import (
+        Arch,
+        CellConfig,
+        CellFlag,
+        Console,
+        MemFlag,
+        MemoryRegion,
+        SystemConfig,
+        load_config,
+    )
+    from jailhouse.config.validate import Finding, Severity, check_configs
+    from jailhouse.errors import (
+        BusyError,
+        CellExistsError,
+        CellNotFoundError,
+        ConfigError,
+        ConfigTooLargeError,
+        DeviceError,
+        DeviceNotFoundError,
+        InvalidConfigError,
+        JailhouseError,
+        NotEnabledError,
+        PermissionDeniedError,
+        StatusParseError,
+        TranslationError,
+    )
+
+__version__ = "0.1.0.dev0"
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    "Arch": "jailhouse.config.model",
+    "CellConfig": "jailhouse.config.model",
+    "CellFlag": "jailhouse.config.model",
+    "Console": "jailhouse.config.model",
+    "MemFlag": "jailhouse.config.model",
+    "MemoryRegion": "jailhouse.config.model",
+    "SystemConfig": "jailhouse.config.model",
+    "load_config": "jailhouse.config.model",
+    "Finding": "jailhouse.config.validate",
+    "Severity": "jailhouse.config.validate",
+    "check_configs": "jailhouse.config.validate",
+    "BusyError": "jailhouse.errors",
+    "CellExistsError": "jailhouse.errors",
+    "CellNotFoundError": "jailhouse.errors",
+    "ConfigError": "jailhouse.errors",
+    "ConfigTooLargeError": "jailhouse.errors",
+    "DeviceError": "jailhouse.errors",
+    "DeviceNotFoundError": "jailhouse.errors",
+    "InvalidConfigError": "jailhouse.errors",
+    "JailhouseError": "jailhouse.errors",
+    "NotEnabledError": "jailhouse.errors",
+    "PermissionDeniedError": "jailhouse.errors",
+    "StatusParseError": "jailhouse.errors",
+    "TranslationError": "jailhouse.errors",
+}
+
+__all__ = [
+    "Arch",
+    "BusyError",
+    "CellConfig",
+    "CellExistsError",
+    "CellFlag",
+    "CellNotFoundError",
+    "ConfigError",
+    "ConfigTooLargeError",
+    "Console",
+    "DeviceError",
+    "DeviceNotFoundError",
+    "Finding",
+    "InvalidConfigError",
+    "JailhouseError",
+    "MemFlag",
+    "MemoryRegion",
+    "NotEnabledError",
+    "PermissionDeniedError",
+    "Severity",
+    "StatusParseError",
+    "SystemConfig",
+    "TranslationError",
+    "__version__",
+    "check_configs",
+    "load_config",
+]
+
+
+def __getattr__(name: str) -> Any:  # noqa: ANN401 - module-level lazy attribute hook
+    """Import a public name from its module on first use."""
+    try:
+        module = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module 'jailhouse' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """List the public names."""
+    return __all__

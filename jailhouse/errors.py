@@ -1,0 +1,271 @@
+"""Exceptions raised by python-jailhouse.
+
+The tree::
+
+    JailhouseError                       base, never raised itself
+    +- DeviceError(OSError)              .errno .op .cell .hint
+    |  +- DeviceNotFoundError(FileNotFoundError)    no /dev/jailhouse: driver not loaded
+    |  +- CellNotFoundError(LookupError)            ENOENT: no such cell
+    |  +- CellExistsError(FileExistsError)          EEXIST: a cell of that name exists
+    |  +- BusyError                                 EBUSY: CPU not free, already enabled
+    |  +- NotEnabledError                           EINVAL while the hypervisor is disabled
+    |  +- PermissionDeniedError(PermissionError)    EPERM / EACCES
+    |  `- ConfigTooLargeError                       E2BIG: config over 16 pages
+    +- ConfigError(ValueError)           .field .value .reason
+    |  `- InvalidConfigError             bytes that do not parse; also .offset
+    +- TranslationError(ValueError)      .element .value .reason
+    `- StatusParseError(ValueError)      a sysfs file with unexpected text; .path .text
+
+Every leaf also subclasses a builtin, so callers can catch either
+(``except LookupError`` catches a missing cell).  Device errors come from one
+table, :data:`ERRNO_ERRORS`, through :func:`raise_for_errno`; the kernel device
+and the simulated host share it, so both raise the same classes.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import os
+from typing import Final
+
+__all__ = [
+    "ERRNO_ERRORS",
+    "BusyError",
+    "CellExistsError",
+    "CellNotFoundError",
+    "ConfigError",
+    "ConfigTooLargeError",
+    "DeviceError",
+    "DeviceNotFoundError",
+    "InvalidConfigError",
+    "JailhouseError",
+    "NotEnabledError",
+    "PermissionDeniedError",
+    "StatusParseError",
+    "TranslationError",
+    "error_for_errno",
+    "raise_for_errno",
+]
+
+
+class JailhouseError(Exception):
+    """Base of every python-jailhouse exception; never raised itself."""
+
+
+class DeviceError(JailhouseError, OSError):
+    """An operation on the hypervisor device failed.
+
+    Attributes:
+        errno: The errno the driver (or the simulated host) returned.
+        op: The operation, such as ``"cell create"``.
+        cell: The cell's name or id, where the operation names one.
+        hint: One sentence on what to do about it.
+    """
+
+    def __init__(
+        self,
+        errno: int,
+        *,
+        op: str,
+        cell: str | int | None = None,
+        hint: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        """Record the errno and its context."""
+        super().__init__(errno, detail or os.strerror(errno))
+        self.op = op
+        self.cell = cell
+        self.hint = hint
+
+    def __str__(self) -> str:
+        """Say in one line what failed, why, and what to do."""
+        name = _errno.errorcode.get(self.errno or 0, str(self.errno))
+        where = self.op if self.cell is None else f"{self.op} {self.cell!r}"
+        text = f"{where}: {self.strerror} ({name})"
+        return f"{text}; {self.hint}" if self.hint else text
+
+
+class DeviceNotFoundError(DeviceError, FileNotFoundError):
+    """The device node is missing: the jailhouse driver is not loaded."""
+
+
+class CellNotFoundError(DeviceError, LookupError):
+    """No cell has that name or id (ENOENT)."""
+
+
+class CellExistsError(DeviceError, FileExistsError):
+    """A cell of that name already exists (EEXIST)."""
+
+
+class BusyError(DeviceError):
+    """A resource is taken: a CPU another cell holds, or the hypervisor is already enabled."""
+
+
+class NotEnabledError(DeviceError):
+    """The hypervisor is not enabled (the driver's EINVAL for every cell operation)."""
+
+
+class PermissionDeniedError(DeviceError, PermissionError):
+    """Not allowed: a running/locked cell, a refused shutdown, or no access to the device."""
+
+
+class ConfigTooLargeError(DeviceError):
+    """The cell config needs more than the hypervisor's 16 temporary pages (E2BIG)."""
+
+
+class ConfigError(JailhouseError, ValueError):
+    """A config value is wrong.
+
+    Attributes:
+        field: Path of the field, such as ``mem_regions[2].size``.
+        value: The offending value.
+        reason: Why it is wrong.
+    """
+
+    def __init__(self, field: str, value: object, reason: str) -> None:
+        """Record the field, its value and the reason."""
+        self.field = field
+        self.value = value
+        self.reason = reason
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        """Name the field and the value, then the reason."""
+        return f"{self.field} = {_show(self.value)}: {self.reason}"
+
+
+class InvalidConfigError(ConfigError):
+    """Bytes that are not a valid config of the supported revision.
+
+    Attributes:
+        offset: Byte offset of the field in the blob.
+    """
+
+    def __init__(self, field: str, value: object, reason: str, *, offset: int) -> None:
+        """Record the field, its value, the reason and the byte offset."""
+        self.offset = offset
+        super().__init__(field, value, reason)
+
+    def __str__(self) -> str:
+        """Name the field, the byte offset and the value, then the reason."""
+        return f"{self.field} (offset {self.offset}) = {_show(self.value)}: {self.reason}"
+
+
+class TranslationError(JailhouseError, ValueError):
+    """Domain XML that cannot be turned into a cell config (or the reverse).
+
+    Attributes:
+        element: XPath of the element or attribute, such as ``/domain/vcpu``.
+        value: The offending value, if any.
+        reason: Why it cannot be honoured.
+    """
+
+    def __init__(self, element: str, value: object, reason: str) -> None:
+        """Record the element, its value and the reason."""
+        self.element = element
+        self.value = value
+        self.reason = reason
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        """Name the element and the value, then the reason."""
+        if self.value is None:
+            return f"{self.element}: {self.reason}"
+        return f"{self.element} = {_show(self.value)}: {self.reason}"
+
+
+class StatusParseError(JailhouseError, ValueError):
+    """A sysfs status file holds text the driver does not write.
+
+    Attributes:
+        path: The file.
+        text: What it held.
+    """
+
+    def __init__(self, path: str, text: str, reason: str) -> None:
+        """Record the file, its text and the reason."""
+        self.path = path
+        self.text = text
+        super().__init__(f"{path}: {text!r}: {reason}")
+
+
+def _show(value: object) -> str:
+    """Render a field value: integers in hex as the C configs write them."""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return hex(value) if value >= 0x1000 else str(value)  # addresses and sizes in hex
+    return repr(value)
+
+
+#: errno -> (exception class, default hint)
+ERRNO_ERRORS: Final[dict[int, tuple[type[DeviceError], str]]] = {
+    _errno.ENOENT: (CellNotFoundError, "list the cells with `jhctl cell list`"),
+    _errno.EEXIST: (CellExistsError, "destroy the existing cell or choose another name"),
+    _errno.EBUSY: (
+        BusyError,
+        "a CPU or the hypervisor is taken; check `jhctl cell list` for who holds it",
+    ),
+    _errno.EPERM: (
+        PermissionDeniedError,
+        "a cell is running/locked or refused to shut down; stop it from inside first",
+    ),
+    _errno.EACCES: (PermissionDeniedError, "run as root or get access to the device node"),
+    _errno.E2BIG: (ConfigTooLargeError, "the config must fit in 16 pages; use fewer regions"),
+}
+
+
+def error_for_errno(
+    err: int,
+    *,
+    op: str,
+    cell: str | int | None = None,
+    enabled: bool | None = None,
+    detail: str | None = None,
+) -> DeviceError:
+    """Build the exception for an errno the driver returned.
+
+    Args:
+        err: A positive errno (a negative one is taken as ``-errno``).
+        op: The operation, such as ``"cell create"``.
+        cell: The cell's name or id, where the operation names one.
+        enabled: Whether the hypervisor was enabled, if known; an EINVAL while it
+            is disabled becomes :class:`NotEnabledError`.
+        detail: A more precise message than ``strerror``.
+
+    Returns:
+        The exception; the caller raises it.
+    """
+    err = abs(err)
+    if err == _errno.EINVAL and enabled is False and op != "enable":
+        return NotEnabledError(
+            err, op=op, cell=cell, hint="enable the hypervisor first", detail=detail
+        )
+    cls, hint = ERRNO_ERRORS.get(err, (DeviceError, None))
+    return cls(err, op=op, cell=cell, hint=hint, detail=detail)
+
+
+def raise_for_errno(
+    rv: int,
+    *,
+    op: str,
+    cell: str | int | None = None,
+    enabled: bool | None = None,
+) -> int:
+    """Raise the mapped exception for a negative return value, else return it.
+
+    Args:
+        rv: A C shim's return value: ``-errno`` on failure.
+        op: The operation, such as ``"cell create"``.
+        cell: The cell's name or id, where the operation names one.
+        enabled: Whether the hypervisor was enabled, if known.
+
+    Returns:
+        ``rv`` when it is not negative.
+
+    Raises:
+        DeviceError: The subclass that :data:`ERRNO_ERRORS` maps ``-rv`` to.
+    """
+    if rv < 0:
+        raise error_for_errno(-rv, op=op, cell=cell, enabled=enabled)
+    return rv
