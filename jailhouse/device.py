@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from pathlib import Path
     from types import TracebackType
 
+    from jailhouse.config.model import Arch
+
 __all__ = ["Device"]
 
 
@@ -26,10 +28,14 @@ class Device(Protocol):
 
     Attributes:
         sysfs_root: The directory that plays ``/sys``: the driver's files are under
-            ``sysfs_root / "devices/jailhouse"``.
+            ``sysfs_root / "devices/jailhouse"``, the online CPUs in
+            ``sysfs_root / "devices/system/cpu/online"``.
+        arch: The host's architecture.  The driver answers a CREATE whose arch byte
+            differs with success and creates nothing, so callers check it first.
     """
 
     sysfs_root: Path
+    arch: Arch
 
     def ioctl(self, request: int, arg: int = 0) -> int:
         """Issue an ioctl.
