@@ -1,0 +1,496 @@
+"""Read the hypervisor's state from the driver's sysfs files.
+
+The driver publishes its state under ``/sys/devices/jailhouse/`` (ABI fact sheet §4):
+``enabled``, the page-pool counters, and one ``cells/<id>/`` directory per cell with its
+name, state, CPU sets and exit statistics.  :class:`SysfsReader` reads them through typed
+accessors, as pyudev's ``asint``/``asbool`` do: a missing file raises :class:`KeyError`,
+text the driver does not write raises :class:`~jailhouse.errors.StatusParseError`, and a
+missing ``devices/jailhouse`` directory (module not loaded) raises
+:class:`~jailhouse.errors.DeviceNotFoundError`.  The root is a constructor argument, so
+the same reader works on ``/sys``, on a simulated host's tree and on a copied snapshot.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Final
+
+from jailhouse.config.model import format_cpus, parse_cpus
+from jailhouse.errors import DeviceNotFoundError, StatusParseError, error_for_errno
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = [
+    "CellState",
+    "CellStatus",
+    "HypervisorStatus",
+    "SysfsReader",
+    "parse_cpu_bitmap",
+    "parse_cpu_list",
+]
+
+_DRIVER_DIR: Final = "devices/jailhouse"
+_ONLINE_CPUS: Final = "devices/system/cpu/online"
+_INT_RE: Final = re.compile(r"-?[0-9]+")
+_HEX_CHUNK_RE: Final = re.compile(r"[0-9a-fA-F]{1,8}")
+_STAT_PREFIX: Final = "vmexits_"
+
+
+class CellState(enum.IntEnum):
+    """State of a cell, as the hypervisor keeps it in the cell's comm region.
+
+    The values are the hypervisor's ``JAILHOUSE_CELL_*`` numbers; :attr:`text` is what the
+    driver writes to ``cells/<id>/state``.
+    """
+
+    RUNNING = 0
+    """The cell runs."""
+    RUNNING_LOCKED = 1
+    """The cell runs and forbids creating or destroying other cells."""
+    SHUT_DOWN = 2
+    """Created, loaded or shut down: the cell's CPUs are parked."""
+    FAILED = 3
+    """Every CPU of the cell failed, or it missed a message-reply timeout."""
+    FAILED_COMM_REV = 4
+    """The inmate found a comm-region revision it does not speak."""
+    INVALID = -1
+    """The hypervisor answered with a value or error the driver does not know."""
+
+    @property
+    def text(self) -> str:
+        """The text the driver writes to ``cells/<id>/state`` for this state."""
+        return _STATE_TEXT[self]
+
+    @classmethod
+    def from_text(cls, text: str) -> CellState:
+        """Map the text of ``cells/<id>/state`` (with or without its newline) to a state.
+
+        Raises:
+            ValueError: The text is none of the six the driver writes.
+        """
+        stripped = text.removesuffix("\n")
+        for state, known in _STATE_TEXT.items():
+            if stripped == known:
+                return state
+        choices = ", ".join(repr(t) for t in _STATE_TEXT.values())
+        raise ValueError(f"cell state {text!r} is not one of {choices}")
+
+    def __str__(self) -> str:
+        """Return the sysfs text, such as ``running/locked``."""
+        return self.text
+
+
+_STATE_TEXT: Final[dict[CellState, str]] = {
+    CellState.RUNNING: "running",
+    CellState.RUNNING_LOCKED: "running/locked",
+    CellState.SHUT_DOWN: "shut down",
+    CellState.FAILED: "failed",
+    CellState.FAILED_COMM_REV: "Comm ABI mismatch",
+    CellState.INVALID: "invalid",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class HypervisorStatus:
+    """The hypervisor's global state.
+
+    Attributes:
+        enabled: Whether the hypervisor runs.
+        mem_pool_size: Pages of the hypervisor's memory pool (0 while disabled).
+        mem_pool_used: Pages of it in use.
+        remap_pool_size: Pages of the hypervisor's remap pool (0 while disabled).
+        remap_pool_used: Pages of it in use.
+    """
+
+    enabled: bool
+    mem_pool_size: int = 0
+    mem_pool_used: int = 0
+    remap_pool_size: int = 0
+    remap_pool_used: int = 0
+
+    def __str__(self) -> str:
+        """Summarise as ``enabled, memory pool 120/1520 pages, remap pool 14/256 pages``."""
+        if not self.enabled:
+            return "disabled"
+        return (
+            f"enabled, memory pool {self.mem_pool_used}/{self.mem_pool_size} pages, "
+            f"remap pool {self.remap_pool_used}/{self.remap_pool_size} pages"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CellStatus:
+    """One cell as sysfs shows it.
+
+    Attributes:
+        id: The cell id (the root cell is 0).
+        name: The cell name.
+        state: The cell's state.
+        cpus_assigned: The CPUs the cell owns.
+        cpus_failed: The cell's CPUs in the FAILED state.
+        statistics: Exit counters summed over the cell's CPUs, keyed without the
+            ``vmexits_`` prefix (``total``, ``mmio``, ``hypercall`` ...).
+        per_cpu: The same counters per CPU: ``{cpu: {"total": n, ...}}``.
+    """
+
+    id: int
+    name: str
+    state: CellState
+    cpus_assigned: frozenset[int] = frozenset()
+    cpus_failed: frozenset[int] = frozenset()
+    statistics: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    per_cpu: Mapping[int, Mapping[str, int]] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __str__(self) -> str:
+        """Summarise as ``1 apic-demo: running, CPUs 3``, naming failed CPUs if any."""
+        text = f"{self.id} {self.name}: {self.state}, CPUs {format_cpus(self.cpus_assigned) or '-'}"
+        if self.cpus_failed:
+            text += f" (failed: {format_cpus(self.cpus_failed)})"
+        return text
+
+
+def parse_cpu_bitmap(text: str) -> frozenset[int]:
+    """Parse the kernel's ``%*pb`` CPU bitmap, such as ``0c`` or ``00000000,0000000f``.
+
+    The bitmap is hexadecimal, most significant digit first, with a comma every 32 bits
+    (8 digits); the first group may be shorter.
+
+    Args:
+        text: The bitmap, with or without its newline.
+
+    Returns:
+        The CPUs whose bits are set.
+
+    Raises:
+        ValueError: The text is not such a bitmap.
+    """
+    stripped = text.removesuffix("\n")
+    if not stripped:
+        return frozenset()
+    groups = stripped.split(",")
+    value = 0
+    for i, group in enumerate(groups):
+        if not _HEX_CHUNK_RE.fullmatch(group) or (i > 0 and len(group) != 8):
+            raise ValueError(
+                f"{text!r} is not a CPU bitmap (hex with a comma every 8 digits: 00000000,0000000f)"
+            )
+        value = value << 32 | int(group, 16)
+    return frozenset(bit for bit in range(value.bit_length()) if value >> bit & 1)
+
+
+def parse_cpu_list(text: str) -> frozenset[int]:
+    """Parse the kernel's ``%*pbl`` CPU range list, such as ``0-2,5``; empty text is no CPU.
+
+    Raises:
+        ValueError: The text is not a range list.
+    """
+    stripped = text.removesuffix("\n")
+    if stripped != stripped.strip():
+        raise ValueError(f"{text!r} is not a CPU range list (like 0-2,5)")
+    return parse_cpus(stripped)
+
+
+class SysfsReader:
+    """Typed reads of the jailhouse driver's sysfs files.
+
+    Every read goes to the files; nothing is cached.
+
+    Args:
+        root: The directory that plays ``/sys``.
+
+    Attributes:
+        root: The directory that plays ``/sys``.
+    """
+
+    def __init__(self, root: str | Path = "/sys") -> None:
+        """Remember the sysfs root; nothing is read yet."""
+        self.root = Path(root)
+
+    @property
+    def driver_dir(self) -> Path:
+        """The driver's directory, ``root/devices/jailhouse``."""
+        return self.root / _DRIVER_DIR
+
+    def __repr__(self) -> str:
+        """Name the root."""
+        return f"SysfsReader({str(self.root)!r})"
+
+    # -- raw typed accessors ------------------------------------------------------
+
+    def read_text(self, relpath: str) -> str:
+        """Read a driver file as text.
+
+        Args:
+            relpath: Path below ``devices/jailhouse``, such as ``cells/1/name``.
+
+        Returns:
+            The file's text, newline included.
+
+        Raises:
+            KeyError: The file does not exist.
+            DeviceNotFoundError: The driver directory does not exist (module not loaded).
+            DeviceError: Reading failed with another errno (such as EPERM).
+        """
+        path = self.driver_dir / relpath
+        try:
+            return path.read_bytes().decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            self._check_loaded()
+            raise KeyError(str(path)) from None
+        except NotADirectoryError:
+            raise KeyError(str(path)) from None
+        except OSError as exc:
+            raise error_for_errno(
+                exc.errno or errno.EIO, op=f"read {path}", detail=exc.strerror
+            ) from exc
+
+    def read_int(self, relpath: str) -> int:
+        """Read a file that holds one decimal integer (``%ld``, ``%lu``, ``%d``).
+
+        Raises:
+            KeyError: The file does not exist.
+            StatusParseError: It holds something else.
+        """
+        text = self.read_text(relpath)
+        if not _INT_RE.fullmatch(text.removesuffix("\n")):
+            raise StatusParseError(str(self.driver_dir / relpath), text, "expected an integer")
+        return int(text)
+
+    def read_bool(self, relpath: str) -> bool:
+        """Read a file that holds ``0`` or ``1``.
+
+        Raises:
+            KeyError: The file does not exist.
+            StatusParseError: It holds something else.
+        """
+        text = self.read_text(relpath)
+        value = text.removesuffix("\n")
+        if value not in {"0", "1"}:
+            raise StatusParseError(str(self.driver_dir / relpath), text, "expected 0 or 1")
+        return value == "1"
+
+    def read_cpus(self, relpath: str) -> frozenset[int]:
+        """Read a CPU set from its bitmap file and its ``_list`` twin, checking they agree.
+
+        Args:
+            relpath: The bitmap file, such as ``cells/0/cpus_assigned``.  The range list
+                is read from ``relpath + "_list"``.  Either may be missing, not both.
+
+        Raises:
+            KeyError: Neither file exists.
+            StatusParseError: A file is malformed, or the two name different CPUs.
+        """
+        sets: dict[str, frozenset[int]] = {}
+        for name, parse in ((relpath, parse_cpu_bitmap), (relpath + "_list", parse_cpu_list)):
+            try:
+                text = self.read_text(name)
+            except KeyError:
+                continue
+            try:
+                sets[name] = parse(text)
+            except ValueError as exc:
+                raise StatusParseError(str(self.driver_dir / name), text, str(exc)) from exc
+        if not sets:
+            raise KeyError(str(self.driver_dir / relpath))
+        if len(set(sets.values())) > 1:
+            bitmap, ranges = sets[relpath], sets[relpath + "_list"]
+            raise StatusParseError(
+                str(self.driver_dir / relpath),
+                self.read_text(relpath),
+                f"bitmap names CPUs {format_cpus(bitmap) or 'none'} but "
+                f"{relpath}_list names {format_cpus(ranges) or 'none'}",
+            )
+        return next(iter(sets.values()))
+
+    # -- global state -------------------------------------------------------------
+
+    def is_loaded(self) -> bool:
+        """Tell whether the driver's directory exists (the module is loaded)."""
+        return self.driver_dir.is_dir()
+
+    def enabled(self) -> bool:
+        """Tell whether the hypervisor is enabled.
+
+        Raises:
+            DeviceNotFoundError: The module is not loaded.
+            KeyError: ``enabled`` is missing.
+            StatusParseError: It holds neither 0 nor 1.
+        """
+        return self.read_bool("enabled")
+
+    def status(self) -> HypervisorStatus:
+        """Read the hypervisor's global state.
+
+        Raises:
+            DeviceNotFoundError: The module is not loaded.
+            KeyError: A file is missing.
+            StatusParseError: A file is malformed.
+        """
+        return HypervisorStatus(
+            enabled=self.read_bool("enabled"),
+            mem_pool_size=self.read_int("mem_pool_size"),
+            mem_pool_used=self.read_int("mem_pool_used"),
+            remap_pool_size=self.read_int("remap_pool_size"),
+            remap_pool_used=self.read_int("remap_pool_used"),
+        )
+
+    def online_cpus(self) -> frozenset[int]:
+        """Read the CPUs Linux has online (``devices/system/cpu/online``).
+
+        Raises:
+            KeyError: The file is missing.
+            StatusParseError: It is not a range list.
+        """
+        path = self.root / _ONLINE_CPUS
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise KeyError(str(path)) from None
+        try:
+            return parse_cpu_list(text)
+        except ValueError as exc:
+            raise StatusParseError(str(path), text, str(exc)) from exc
+
+    def console(self) -> bytes:
+        """Read the ``console`` file: the ring's current contents, empty while disabled.
+
+        Raises:
+            DeviceNotFoundError: The module is not loaded.
+            KeyError: The file is missing.
+            PermissionDeniedError: The system config lacks the virtual debug console flag.
+        """
+        path = self.driver_dir / "console"
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            self._check_loaded()
+            raise KeyError(str(path)) from None
+        except OSError as exc:
+            raise error_for_errno(exc.errno or errno.EIO, op="console read") from exc
+
+    # -- cells --------------------------------------------------------------------
+
+    def cell_ids(self) -> list[int]:
+        """List the ids of the cells, in ascending order (empty while disabled).
+
+        Raises:
+            DeviceNotFoundError: The module is not loaded.
+        """
+        cells = self.driver_dir / "cells"
+        try:
+            entries = [p.name for p in cells.iterdir()]
+        except FileNotFoundError:
+            self._check_loaded()
+            return []
+        return sorted(int(name) for name in entries if name.isdigit())
+
+    def cell(self, cell_id: int) -> CellStatus:
+        """Read one cell.
+
+        Args:
+            cell_id: The cell's id.
+
+        Raises:
+            DeviceNotFoundError: The module is not loaded.
+            KeyError: There is no such cell (or one of its files is missing).
+            StatusParseError: A file is malformed.
+        """
+        base = f"cells/{cell_id}"
+        if not (self.driver_dir / base).is_dir():
+            self._check_loaded()
+            raise KeyError(str(self.driver_dir / base))
+        name = self.read_text(f"{base}/name").removesuffix("\n")
+        state_text = self.read_text(f"{base}/state")
+        try:
+            state = CellState.from_text(state_text)
+        except ValueError as exc:
+            raise StatusParseError(
+                str(self.driver_dir / base / "state"), state_text, str(exc)
+            ) from exc
+        assigned = self.read_cpus(f"{base}/cpus_assigned")
+        try:
+            failed = self.read_cpus(f"{base}/cpus_failed")
+        except KeyError:
+            failed = frozenset()
+        statistics, per_cpu = self._statistics(f"{base}/statistics")
+        return CellStatus(
+            id=cell_id,
+            name=name,
+            state=state,
+            cpus_assigned=assigned,
+            cpus_failed=failed,
+            statistics=statistics,
+            per_cpu=per_cpu,
+        )
+
+    def cells(self) -> list[CellStatus]:
+        """Read every cell, by ascending id; a cell destroyed meanwhile is left out.
+
+        Raises:
+            DeviceNotFoundError: The module is not loaded.
+            StatusParseError: A file is malformed.
+        """
+        out: list[CellStatus] = []
+        for cell_id in self.cell_ids():
+            try:
+                out.append(self.cell(cell_id))
+            except KeyError:
+                if (self.driver_dir / f"cells/{cell_id}").is_dir():
+                    raise  # a file is missing from a cell that still exists
+        return out
+
+    def find_cell(self, name: str) -> CellStatus | None:
+        """Find a cell by name.
+
+        Returns:
+            The cell, or None if no cell has that name.
+
+        Raises:
+            DeviceNotFoundError: The module is not loaded.
+            StatusParseError: A file is malformed.
+        """
+        return next((c for c in self.cells() if c.name == name), None)
+
+    # -- helpers ------------------------------------------------------------------
+
+    def _statistics(
+        self, relpath: str
+    ) -> tuple[Mapping[str, int], Mapping[int, Mapping[str, int]]]:
+        """Read a ``statistics`` directory: the summed counters and the ``cpu<N>`` ones."""
+        directory = self.driver_dir / relpath
+        totals: dict[str, int] = {}
+        per_cpu: dict[int, Mapping[str, int]] = {}
+        try:
+            entries = sorted(directory.iterdir())
+        except (FileNotFoundError, NotADirectoryError):
+            return MappingProxyType(totals), MappingProxyType(per_cpu)
+        for entry in entries:
+            if entry.name.startswith(_STAT_PREFIX):
+                totals[entry.name.removeprefix(_STAT_PREFIX)] = self.read_int(
+                    f"{relpath}/{entry.name}"
+                )
+            elif entry.name.startswith("cpu") and entry.name[3:].isdigit():
+                counters: dict[str, int] = {}
+                for stat in sorted(entry.iterdir()):
+                    if stat.name.startswith(_STAT_PREFIX):
+                        counters[stat.name.removeprefix(_STAT_PREFIX)] = self.read_int(
+                            f"{relpath}/{entry.name}/{stat.name}"
+                        )
+                per_cpu[int(entry.name[3:])] = MappingProxyType(counters)
+        return MappingProxyType(totals), MappingProxyType(dict(sorted(per_cpu.items())))
+
+    def _check_loaded(self) -> None:
+        """Raise DeviceNotFoundError if the driver's directory is missing."""
+        if not self.is_loaded():
+            raise DeviceNotFoundError(
+                errno.ENOENT,
+                op="read sysfs",
+                detail=f"{self.driver_dir} does not exist",
+                hint="the jailhouse driver is not loaded (modprobe jailhouse)",
+            )
