@@ -7,19 +7,34 @@ like it): ioctls with the driver's request numbers and a user-space address as a
 keeps them alive for the call and passes their address, exactly as the syscall takes it;
 so the simulated device (``jailhouse.sim.FakeDevice``) reads the same bytes the kernel
 would copy from user memory.
+
+:class:`KernelDevice` is the backend for a real ``/dev/jailhouse``: it issues the ioctl
+through the cffi shim's ``jh_ioctl`` helper, which returns ``-errno`` rather than setting
+a thread-local errno.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, Self, runtime_checkable
 
+from jailhouse.config.model import Arch
+from jailhouse.errors import (
+    DeviceNotFoundError,
+    PermissionDeniedError,
+    error_for_errno,
+)
+
 if TYPE_CHECKING:
-    from pathlib import Path
     from types import TracebackType
 
-    from jailhouse.config.model import Arch
+__all__ = ["DEFAULT_PATH", "Device", "KernelDevice"]
 
-__all__ = ["Device"]
+DEFAULT_PATH = "/dev/jailhouse"
+"""Where the driver's misc device appears."""
 
 
 @runtime_checkable
@@ -74,3 +89,142 @@ class Device(Protocol):
     ) -> None:
         """Close the device."""
         ...
+
+
+class KernelDevice:
+    """The kernel driver's ``/dev/jailhouse``, opened read-write.
+
+    Whoever creates it closes it: use it as a context manager or call :meth:`close`.
+    There is no ``__del__``; an unclosed device keeps its fd until the process ends.
+
+    Args:
+        path: The device node.
+        sysfs_root: The directory that plays ``/sys`` for this device.
+        arch: The host's architecture; defaults to the running machine's
+            (``os.uname().machine``).
+
+    Attributes:
+        path: The device node.
+        sysfs_root: The directory that plays ``/sys``.
+        arch: The host's architecture.
+
+    Raises:
+        DeviceNotFoundError: The node does not exist (the driver is not loaded).
+        PermissionDeniedError: The node is not accessible (not root).
+        DeviceError: Opening failed with another errno.
+        ValueError: ``arch`` is not given and the machine is not one Jailhouse supports.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] = DEFAULT_PATH,
+        *,
+        sysfs_root: str | os.PathLike[str] = "/sys",
+        arch: Arch | None = None,
+    ) -> None:
+        """Open the device node."""
+        self.path = Path(path)
+        self.sysfs_root = Path(sysfs_root)
+        self.arch = arch if arch is not None else Arch.from_name(os.uname().machine)
+        self._nonblock = False
+        self._fd: int | None = None
+        op = f"open {self.path}"
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError as exc:
+            raise DeviceNotFoundError(
+                errno.ENOENT,
+                op=op,
+                hint="the jailhouse driver is not loaded (modprobe jailhouse); "
+                "for a simulated host open 'sim:///PATH'",
+            ) from exc
+        except PermissionError as exc:
+            raise PermissionDeniedError(
+                exc.errno or errno.EACCES, op=op, hint="run as root"
+            ) from exc
+        except OSError as exc:
+            raise error_for_errno(exc.errno or errno.EIO, op=op) from exc
+        self._fd = fd
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._fd is None
+
+    def fileno(self) -> int:
+        """Return the file descriptor.
+
+        Raises:
+            ValueError: The device is closed.
+        """
+        if self._fd is None:
+            raise ValueError(f"{self.path} is closed")
+        return self._fd
+
+    def ioctl(self, request: int, arg: int = 0) -> int:
+        """Issue an ioctl through the cffi shim.
+
+        Args:
+            request: The request number (``jailhouse._abi.CELL_CREATE`` ...).
+            arg: The user-space address of the argument struct, 0 for none.  The caller
+                keeps the memory alive for the call.
+
+        Returns:
+            The driver's return value, or ``-errno`` on failure.
+
+        Raises:
+            ValueError: The device is closed.
+        """
+        from jailhouse._ffi import lib  # noqa: PLC0415 - load the extension on first use
+
+        return lib.jh_ioctl(self.fileno(), request, arg)
+
+    def read(self, count: int, *, nonblock: bool = False) -> bytes:
+        """Read the hypervisor console, at most ``count`` bytes, from this file's position.
+
+        Args:
+            count: Most bytes to return (the driver returns at most 2048).
+            nonblock: Return at once when there is nothing new, instead of waiting.
+
+        Returns:
+            The bytes; empty when non-blocking and there is nothing new.
+
+        Raises:
+            DeviceError: The driver's errno (EAGAIN while disabled and non-blocking,
+                EPERM without the virtual console flag, EINTR).
+            ValueError: The device is closed.
+        """
+        fd = self.fileno()
+        if nonblock != self._nonblock:
+            flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+            flags = flags | os.O_NONBLOCK if nonblock else flags & ~os.O_NONBLOCK
+            fcntl.fcntl(fd, fcntl.F_SETFL, flags)
+            self._nonblock = nonblock
+        try:
+            return os.read(fd, count)
+        except OSError as exc:
+            raise error_for_errno(exc.errno or errno.EIO, op="console read") from exc
+
+    def close(self) -> None:
+        """Close the file; closing twice does nothing."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def __enter__(self) -> Self:
+        """Return the device itself."""
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close the device."""
+        self.close()
+
+    def __repr__(self) -> str:
+        """Name the node, the arch and whether it is open."""
+        state = "closed" if self._fd is None else f"fd={self._fd}"
+        return f"KernelDevice({str(self.path)!r}, arch={self.arch.name}, {state})"
