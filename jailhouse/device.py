@@ -97,14 +97,25 @@ class KernelDevice:
     Whoever creates it closes it: use it as a context manager or call :meth:`close`.
     There is no ``__del__``; an unclosed device keeps its fd until the process ends.
 
+    By default one file serves both the ioctls and the console reads, as the driver's
+    node does.  Given ``console_path``, the console is read from that file instead, and
+    the node, which then only takes ioctls, is opened read-only: the driver checks no
+    access mode for ioctls, and a node emulated by a userspace filesystem
+    (:mod:`jailhouse.testing.fusedev`) must be a directory, which opens only read-only,
+    because the VFS answers request ``0x1`` (``DISABLE``, also ``FIBMAP``) on a regular
+    file itself.  Each file keeps its own console position, as the driver does per open.
+
     Args:
         path: The device node.
         sysfs_root: The directory that plays ``/sys`` for this device.
         arch: The host's architecture; defaults to the running machine's
             (``os.uname().machine``).
+        console_path: A separate file to read the console from; ``None`` (the
+            default) reads it from ``path``.
 
     Attributes:
         path: The device node.
+        console_path: The file the console is read from (``path`` by default).
         sysfs_root: The directory that plays ``/sys``.
         arch: The host's architecture.
 
@@ -121,29 +132,25 @@ class KernelDevice:
         *,
         sysfs_root: str | os.PathLike[str] = "/sys",
         arch: Arch | None = None,
+        console_path: str | os.PathLike[str] | None = None,
     ) -> None:
-        """Open the device node."""
+        """Open the device node (and the console file, if it is separate)."""
         self.path = Path(path)
+        self.console_path = self.path if console_path is None else Path(console_path)
         self.sysfs_root = Path(sysfs_root)
         self.arch = arch if arch is not None else Arch.from_name(os.uname().machine)
         self._nonblock = False
         self._fd: int | None = None
-        op = f"open {self.path}"
+        self._console_fd: int | None = None
+        if console_path is None:
+            self._fd = self._console_fd = _open_node(self.path, os.O_RDWR)
+            return
+        fd = _open_node(self.path, os.O_RDONLY)
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
-        except FileNotFoundError as exc:
-            raise DeviceNotFoundError(
-                errno.ENOENT,
-                op=op,
-                hint="the jailhouse driver is not loaded (modprobe jailhouse); "
-                "for a simulated host open 'sim:///PATH'",
-            ) from exc
-        except PermissionError as exc:
-            raise PermissionDeniedError(
-                exc.errno or errno.EACCES, op=op, hint="run as root"
-            ) from exc
-        except OSError as exc:
-            raise error_for_errno(exc.errno or errno.EIO, op=op) from exc
+            self._console_fd = _open_node(self.console_path, os.O_RDONLY)
+        except BaseException:
+            os.close(fd)
+            raise
         self._fd = fd
 
     @property
@@ -194,7 +201,9 @@ class KernelDevice:
                 EPERM without the virtual console flag, EINTR).
             ValueError: The device is closed.
         """
-        fd = self.fileno()
+        fd = self._console_fd
+        if fd is None:
+            raise ValueError(f"{self.path} is closed")
         if nonblock != self._nonblock:
             flags = fcntl.fcntl(fd, fcntl.F_GETFL)
             flags = flags | os.O_NONBLOCK if nonblock else flags & ~os.O_NONBLOCK
@@ -208,8 +217,11 @@ class KernelDevice:
     def close(self) -> None:
         """Close the file; closing twice does nothing."""
         fd, self._fd = self._fd, None
+        console_fd, self._console_fd = self._console_fd, None
         if fd is not None:
             os.close(fd)
+        if console_fd is not None and console_fd != fd:
+            os.close(console_fd)
 
     def __enter__(self) -> Self:
         """Return the device itself."""
@@ -228,3 +240,27 @@ class KernelDevice:
         """Name the node, the arch and whether it is open."""
         state = "closed" if self._fd is None else f"fd={self._fd}"
         return f"KernelDevice({str(self.path)!r}, arch={self.arch.name}, {state})"
+
+
+def _open_node(path: Path, mode: int) -> int:
+    """Open a device file with close-on-exec, mapping failures to device errors.
+
+    Raises:
+        DeviceNotFoundError: The file does not exist (the driver is not loaded).
+        PermissionDeniedError: The file is not accessible (not root).
+        DeviceError: Opening failed with another errno.
+    """
+    op = f"open {path}"
+    try:
+        return os.open(path, mode | os.O_CLOEXEC)
+    except FileNotFoundError as exc:
+        raise DeviceNotFoundError(
+            errno.ENOENT,
+            op=op,
+            hint="the jailhouse driver is not loaded (modprobe jailhouse); "
+            "for a simulated host open 'sim:///PATH'",
+        ) from exc
+    except PermissionError as exc:
+        raise PermissionDeniedError(exc.errno or errno.EACCES, op=op, hint="run as root") from exc
+    except OSError as exc:
+        raise error_for_errno(exc.errno or errno.EIO, op=op) from exc
