@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         StatusParseError,
         TranslationError,
     )
+    from jailhouse.hostcheck import CheckStatus, HostCheck, validate_host
 
 __version__ = "0.1.0.dev0"
 
@@ -65,6 +66,9 @@ _EXPORTS: dict[str, str] = {
     "PermissionDeniedError": "jailhouse.errors",
     "StatusParseError": "jailhouse.errors",
     "TranslationError": "jailhouse.errors",
+    "CheckStatus": "jailhouse.hostcheck",
+    "HostCheck": "jailhouse.hostcheck",
+    "validate_host": "jailhouse.hostcheck",
 }
 
 __all__ = [
@@ -74,12 +78,14 @@ __all__ = [
     "CellExistsError",
     "CellFlag",
     "CellNotFoundError",
+    "CheckStatus",
     "ConfigError",
     "ConfigTooLargeError",
     "Console",
     "DeviceError",
     "DeviceNotFoundError",
     "Finding",
+    "HostCheck",
     "InvalidConfigError",
     "JailhouseError",
     "MemFlag",
@@ -93,6 +99,7 @@ __all__ = [
     "__version__",
     "check_configs",
     "load_config",
+    "validate_host",
 ]
 
 
