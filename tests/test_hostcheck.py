@@ -262,6 +262,24 @@ def test_intel_host_passes_with_its_system_config(intel_host: Path) -> None:
     assert summarize(checks) == 0
 
 
+def test_shipped_examples_validate_on_matching_hosts(intel_host: Path, tmp_path: Path) -> None:
+    """The library's example system configs pass on fake hosts laid out like upstream's QEMU."""
+    examples = pytest.importorskip("jailhouse.examples")
+    x86 = validate_host(intel_host, system=examples.example_system("x86"))
+    assert summarize(x86) == 0
+    arm_root = make_host(
+        tmp_path / "arm64",
+        cpuinfo=ARM64_CPUINFO,
+        cmdline="mem=768M",
+        iomem=ARM64_IOMEM_MEM_LIMIT,
+        firmware={"/lib/firmware/jailhouse.bin": image()},
+        kvm=True,
+    )
+    arm64 = validate_host(arm_root, system=examples.example_system("arm64"))
+    assert set(statuses(arm64).values()) == {CheckStatus.PASS, CheckStatus.WARN}
+    assert [c.name for c in arm64 if c.status is CheckStatus.WARN] == ["device"]
+
+
 def test_intel_host_without_system_config_skips_config_checks(intel_host: Path) -> None:
     """Without a system config the config-dependent checks are SKIP and the rest still run."""
     table = by_name(validate_host(intel_host))
