@@ -37,6 +37,8 @@ if TYPE_CHECKING:
         TranslationError,
     )
     from jailhouse.hostcheck import CheckStatus, HostCheck, validate_host
+    from jailhouse.inmates import park_inmate
+    from jailhouse.selftest import SelftestError, Transcript, run_selftest, simulate_selftest
 
 __version__ = "0.1.0.dev0"
 
@@ -69,6 +71,11 @@ _EXPORTS: dict[str, str] = {
     "CheckStatus": "jailhouse.hostcheck",
     "HostCheck": "jailhouse.hostcheck",
     "validate_host": "jailhouse.hostcheck",
+    "park_inmate": "jailhouse.inmates",
+    "SelftestError": "jailhouse.selftest",
+    "Transcript": "jailhouse.selftest",
+    "run_selftest": "jailhouse.selftest",
+    "simulate_selftest": "jailhouse.selftest",
 }
 
 __all__ = [
@@ -92,13 +99,18 @@ __all__ = [
     "MemoryRegion",
     "NotEnabledError",
     "PermissionDeniedError",
+    "SelftestError",
     "Severity",
     "StatusParseError",
     "SystemConfig",
+    "Transcript",
     "TranslationError",
     "__version__",
     "check_configs",
     "load_config",
+    "park_inmate",
+    "run_selftest",
+    "simulate_selftest",
     "validate_host",
 ]
 

@@ -101,25 +101,27 @@ def loadable_region(cell: CellConfig, address: int) -> MemoryRegion | None:
 
 
 def default_load_address(cell: CellConfig, size: int | None = None) -> int:
-    """Return where a park-loop inmate goes in a cell: its reset address.
+    """Return where an inmate goes in a cell: its reset address, where its CPU starts.
 
     Args:
         cell: The cell config.
-        size: The image size; by default that of :func:`park_inmate` for the cell's arch.
+        size: The image size; by default that of :func:`park_inmate` for the cell's arch,
+            and then the cell must also be able to run that image (not AArch32).
 
     Returns:
         ``cell.cpu_reset_address``.
 
     Raises:
         ConfigError: The reset address is not in a WRITE+LOADABLE region, the image does
-            not fit there, the cell runs AArch32, or (x86) the image would cross a 64 KiB
-            real-mode segment.
+            not fit there, the park-loop image is meant and the cell runs AArch32, or (x86)
+            the image would cross a 64 KiB real-mode segment.
         ValueError: There is no park-loop image for the cell's arch and ``size`` is None.
     """
     address = cell.cpu_reset_address
+    park = size is None
     if size is None:
         size = len(park_inmate(cell.arch))
-    if cell.arch == Arch.ARM64 and CellFlag.AARCH32 in cell.flags:
+    if park and cell.arch == Arch.ARM64 and CellFlag.AARCH32 in cell.flags:
         raise ConfigError(
             "flags",
             str(cell.flags),
