@@ -1,0 +1,270 @@
+"""Hypothesis strategies for every config model type.
+
+Every strategy draws values that fit their binary fields, so what it builds packs; and the
+cell and system strategies build only configs that parse back equal (``parse(pack(c)) ==
+c``).  That excludes what the format cannot carry: names with a NUL byte or longer than
+31 bytes, CPUs outside the CPU set, trailing all-zero unused IOMMU slots (packed as
+zeros, dropped on parse), AMD fields on a PVU unit and PVU fields on any other, and an
+arch union that does not match the architecture.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from hypothesis import strategies as st
+
+from jailhouse.config.model import (
+    NAME_MAXLEN,
+    ApicMode,
+    Arch,
+    ArmPlatform,
+    CacheFlag,
+    CacheRegion,
+    CacheType,
+    CellConfig,
+    CellFlag,
+    Console,
+    ConsoleFlag,
+    ConsoleType,
+    IommuType,
+    IommuUnit,
+    IrqChip,
+    MemFlag,
+    MemoryRegion,
+    PciCapability,
+    PciCapFlag,
+    PciDevice,
+    PciType,
+    PioRegion,
+    PlatformInfo,
+    SystemConfig,
+    SystemFlag,
+    X86Platform,
+)
+
+u8 = st.integers(0, 0xFF)
+u16 = st.integers(0, 0xFFFF)
+u32 = st.integers(0, 0xFFFF_FFFF)
+u64 = st.integers(0, 0xFFFF_FFFF_FFFF_FFFF)
+
+arches = st.sampled_from([Arch.X86, Arch.ARM, Arch.ARM64])
+"""The architectures a config may declare."""
+
+MAX_ITEMS = 4
+"""Longest array a generated cell carries, to keep examples small."""
+
+
+T = TypeVar("T")
+
+
+def _items(strategy: st.SearchStrategy[T]) -> st.SearchStrategy[tuple[T, ...]]:
+    return st.lists(strategy, max_size=MAX_ITEMS).map(tuple)
+
+
+names = st.text(
+    st.characters(min_codepoint=1, max_codepoint=0xFF), min_size=0, max_size=NAME_MAXLEN
+)
+"""Cell names the 32-byte field carries: latin-1 characters, no NUL, at most 31."""
+
+
+@st.composite
+def consoles(draw: st.DrawFn) -> Console:
+    """Draw a console struct with any type code and flag bits."""
+    return Console(
+        address=draw(u64),
+        size=draw(u32),
+        type=ConsoleType(draw(st.sampled_from([*ConsoleType]) | u16)),
+        flags=ConsoleFlag(draw(u16)),
+        divider=draw(u32),
+        gate_nr=draw(u32),
+        clock_reg=draw(u64),
+    )
+
+
+@st.composite
+def memory_regions(draw: st.DrawFn) -> MemoryRegion:
+    """Draw a memory region with any addresses and flag bits."""
+    flags = draw(st.sampled_from([MemFlag(0), MemFlag.READ | MemFlag.WRITE]) | u64)
+    return MemoryRegion(draw(u64), draw(u64), draw(u64), MemFlag(flags))
+
+
+@st.composite
+def cache_regions(draw: st.DrawFn) -> CacheRegion:
+    """Draw a cache region with any type code."""
+    return CacheRegion(draw(u32), draw(u32), CacheType(draw(u8)), CacheFlag(draw(u16)))
+
+
+@st.composite
+def irqchips(draw: st.DrawFn) -> IrqChip:
+    """Draw an irqchip entry."""
+    bitmap = (draw(u32), draw(u32), draw(u32), draw(u32))
+    return IrqChip(draw(u64), draw(u32), draw(u32), bitmap)
+
+
+@st.composite
+def pio_regions(draw: st.DrawFn) -> PioRegion:
+    """Draw an x86 port I/O range."""
+    return PioRegion(draw(u16), draw(u16))
+
+
+@st.composite
+def pci_devices(draw: st.DrawFn) -> PciDevice:
+    """Draw a PCI device entry with any type code."""
+    return PciDevice(
+        type=PciType(draw(st.sampled_from([*PciType]) | u8)),
+        iommu=draw(u8),
+        domain=draw(u16),
+        bdf=draw(u16),
+        bar_mask=(draw(u32), draw(u32), draw(u32), draw(u32), draw(u32), draw(u32)),
+        caps_start=draw(u16),
+        num_caps=draw(u16),
+        num_msi_vectors=draw(u8),
+        msi_64bits=draw(st.booleans()),
+        msi_maskable=draw(st.booleans()),
+        num_msix_vectors=draw(u16),
+        msix_region_size=draw(u16),
+        msix_address=draw(u64),
+        shmem_regions_start=draw(u32),
+        shmem_dev_id=draw(u8),
+        shmem_peers=draw(u8),
+        shmem_protocol=draw(u16),
+    )
+
+
+@st.composite
+def pci_capabilities(draw: st.DrawFn) -> PciCapability:
+    """Draw a PCI capability entry."""
+    return PciCapability(draw(u16), draw(u16), draw(u16), PciCapFlag(draw(u16)))
+
+
+@st.composite
+def cell_configs(draw: st.DrawFn, arch: Arch | None = None) -> CellConfig:
+    """Draw a cell config that packs and parses back equal.
+
+    Args:
+        draw: Hypothesis' draw function.
+        arch: The architecture; drawn when None.
+    """
+    cpu_set_size = draw(st.sampled_from([8, 8, 16, 0, 1, 12]))
+    cpus = (
+        draw(st.frozensets(st.integers(0, 8 * cpu_set_size - 1), max_size=8))
+        if cpu_set_size
+        else frozenset()
+    )
+    return CellConfig(
+        name=draw(names),
+        arch=draw(arches) if arch is None else arch,
+        id=draw(u32),
+        flags=CellFlag(draw(u32)),
+        cpu_set_size=cpu_set_size,
+        cpus=cpus,
+        mem_regions=draw(_items(memory_regions())),
+        cache_regions=draw(_items(cache_regions())),
+        irqchips=draw(_items(irqchips())),
+        pio_regions=draw(_items(pio_regions())),
+        pci_devices=draw(_items(pci_devices())),
+        pci_caps=draw(_items(pci_capabilities())),
+        stream_ids=draw(_items(u32)),
+        vpci_irq_base=draw(u32),
+        cpu_reset_address=draw(u64),
+        msg_reply_timeout=draw(u64),
+        console=draw(consoles()),
+        trailing=draw(st.binary(max_size=40)),
+    )
+
+
+@st.composite
+def iommu_units(draw: st.DrawFn) -> IommuUnit:
+    """Draw an IOMMU unit whose union member matches its type."""
+    kind = IommuType(draw(st.sampled_from([*IommuType]) | u32))
+    base, size = draw(u64), draw(u32)
+    if kind == IommuType.PVU:
+        return IommuUnit(kind, base, size, tipvu_tlb_base=draw(u64), tipvu_tlb_size=draw(u32))
+    return IommuUnit(kind, base, size, draw(u16), draw(u8), draw(u8), draw(u32))
+
+
+@st.composite
+def x86_platforms(draw: st.DrawFn) -> X86Platform:
+    """Draw the x86 member of the platform info."""
+    return X86Platform(draw(u16), ApicMode(draw(u8)), draw(u32), draw(u32), draw(u32))
+
+
+@st.composite
+def arm_platforms(draw: st.DrawFn) -> ArmPlatform:
+    """Draw the ARM member of the platform info."""
+    return ArmPlatform(draw(u8), draw(u8), draw(u64), draw(u64), draw(u64), draw(u64), draw(u64))
+
+
+@st.composite
+def platform_infos(draw: st.DrawFn, arch: Arch) -> PlatformInfo:
+    """Draw platform info for ``arch`` with at most 8 IOMMU units, no empty one last."""
+    units = draw(st.lists(iommu_units(), max_size=8))
+    while units and units[-1] == IommuUnit(IommuType.UNUSED):
+        units.pop()
+    return PlatformInfo(
+        pci_mmconfig_base=draw(u64),
+        pci_mmconfig_end_bus=draw(u8),
+        pci_is_virtual=draw(u8),
+        pci_domain=draw(u16),
+        iommu_units=tuple(units),
+        arch_info=draw(x86_platforms() if arch == Arch.X86 else arm_platforms()),
+    )
+
+
+@st.composite
+def system_configs(draw: st.DrawFn) -> SystemConfig:
+    """Draw a system config that packs and parses back equal."""
+    arch = draw(arches)
+    return SystemConfig(
+        arch=arch,
+        flags=SystemFlag(draw(u32)),
+        hypervisor_memory=draw(memory_regions()),
+        debug_console=draw(consoles()),
+        platform=draw(platform_infos(arch)),
+        root_cell=draw(cell_configs(arch)),
+        root_header=draw(st.binary(min_size=8, max_size=8)),
+    )
+
+
+# -- mutations of valid config files, for the parser fuzz ----------------------------------------
+
+_COUNT_OFFSETS = tuple(range(48, 80, 4))
+"""Offsets of cpu_set_size and the seven array counts in a cell descriptor (ABI sheet §3)."""
+_ROOT_CELL_OFFSET = 356
+"""Offset of the root cell descriptor in a system config (ABI sheet §3)."""
+
+
+@st.composite
+def mutations(draw: st.DrawFn, data: bytes) -> bytes:
+    """Draw a damaged copy of a config file.
+
+    One of: flipped bits, truncation, an inflated array count (or CPU set size), random
+    bytes written over a stretch, random bytes after a valid 8-byte header, or bytes
+    appended.
+    """
+    buf = bytearray(data)
+    kind = draw(st.sampled_from(["flip", "truncate", "count", "overwrite", "random", "append"]))
+    if kind == "flip":
+        for _ in range(draw(st.integers(1, 8))):
+            bit = draw(st.integers(0, 8 * len(buf) - 1))
+            buf[bit // 8] ^= 1 << (bit % 8)
+    elif kind == "truncate":
+        del buf[draw(st.integers(0, len(buf) - 1)) :]
+    elif kind == "count":
+        base = _ROOT_CELL_OFFSET if data[:5] == b"JHSYS" else 0
+        offset = base + draw(st.sampled_from(_COUNT_OFFSETS))
+        old = int.from_bytes(buf[offset : offset + 4], "little")
+        new = draw(
+            st.sampled_from([old + 1, old + 2, len(data), 0xFFFF_FFFF, 0x8000_0000, 0]) | u32
+        )
+        buf[offset : offset + 4] = new.to_bytes(4, "little")
+    elif kind == "overwrite":
+        start = draw(st.integers(0, len(buf) - 1))
+        chunk = draw(st.binary(min_size=1, max_size=64))
+        buf[start : start + len(chunk)] = chunk
+    elif kind == "random":
+        buf = buf[:8] + bytearray(draw(st.binary(max_size=len(data) + 64)))
+    else:
+        buf += draw(st.binary(min_size=1, max_size=64))
+    return bytes(buf)
