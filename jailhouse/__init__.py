@@ -20,7 +20,13 @@ if TYPE_CHECKING:
         SystemConfig,
         load_config,
     )
-    from jailhouse.config.validate import Finding, Severity, check_configs
+    from jailhouse.config.validate import (
+        Finding,
+        Severity,
+        check_configs,
+        validate_cell,
+        validate_system,
+    )
     from jailhouse.errors import (
         BusyError,
         CellExistsError,
@@ -55,6 +61,8 @@ _EXPORTS: dict[str, str] = {
     "Finding": "jailhouse.config.validate",
     "Severity": "jailhouse.config.validate",
     "check_configs": "jailhouse.config.validate",
+    "validate_cell": "jailhouse.config.validate",
+    "validate_system": "jailhouse.config.validate",
     "BusyError": "jailhouse.errors",
     "CellExistsError": "jailhouse.errors",
     "CellNotFoundError": "jailhouse.errors",
@@ -111,7 +119,9 @@ __all__ = [
     "park_inmate",
     "run_selftest",
     "simulate_selftest",
+    "validate_cell",
     "validate_host",
+    "validate_system",
 ]
 
 
