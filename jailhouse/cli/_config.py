@@ -1,0 +1,356 @@
+"""``jhctl config ...``: show, check and translate config files; no device is touched."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from jailhouse.cli._base import (
+    EXIT_FINDINGS,
+    EXIT_OK,
+    Context,
+    Verbs,
+    flag_names,
+    load_cell_file,
+    load_config_file,
+    load_system_file,
+    to_json,
+)
+
+if TYPE_CHECKING:
+    import argparse
+
+    from jailhouse.config.model import CellConfig, MemoryRegion, SystemConfig
+    from jailhouse.config.validate import Finding
+
+__all__ = ["config_document", "describe_config", "register", "write_atomically"]
+
+
+def register(verbs: Verbs) -> None:
+    """Add ``config show``, ``config check``, ``config from-xml`` and ``config to-xml``."""
+    config = verbs.group(
+        "config",
+        help="show, check and translate config files (no device needed)",
+        examples=["jhctl config show demo.cell", "jhctl config check sys.cell demo.cell"],
+    )
+    p = config.add(
+        "show",
+        _show,
+        help="summarise a cell or system config (--json: every field)",
+        description="Summarise a cell or system config: CPUs, memory regions with their "
+        "flags, interrupt lines, devices.  With --json, every field of the config; numbers "
+        "(addresses too) are integers, flag words have a <field>_names list beside them.",
+        examples=["jhctl config show demo.cell", "jhctl config show --json sys.cell | jq .arch"],
+    )
+    p.add_argument("file", metavar="FILE", help="a .cell file (cell or system config)")
+    p = config.add(
+        "check",
+        _check,
+        help="check a system config and the cells meant to run on it",
+        description="Check a system config and the cells meant to run on it at the same "
+        "time, as upstream's `jailhouse config check` does, plus the rules the driver and "
+        "hypervisor enforce.  Prints one finding per line with its field path.  Exits 1 "
+        "when any finding is an error; warnings alone exit 0.",
+        examples=[
+            "jhctl config check sys.cell",
+            "jhctl config check sys.cell demo.cell linux.cell",
+            "jhctl config check --json sys.cell demo.cell | jq '.findings[].field'",
+        ],
+    )
+    p.add_argument("system", metavar="SYSTEM.cell", help="the system config")
+    p.add_argument("cells", metavar="CELL.cell", nargs="*", help="non-root cell configs")
+    p = config.add(
+        "from-xml",
+        _from_xml,
+        help="translate libvirt domain XML into a cell config",
+        description="Translate a libvirt domain XML into a binary cell config for the "
+        "system config given with --system (which knows the machine's memory, CPUs and "
+        "interrupt controller).",
+        examples=["jhctl config from-xml demo.xml --system sys.cell -o demo.cell"],
+    )
+    p.add_argument("xml", metavar="DOMAIN.xml", help="the domain XML ('-' for stdin)")
+    p.add_argument("--system", required=True, metavar="SYSTEM.cell", help="the system config")
+    p.add_argument(
+        "-o", "--output", required=True, metavar="CELL.cell", help="where to write the cell"
+    )
+    p = config.add(
+        "to-xml",
+        _to_xml,
+        help="describe a cell config as libvirt domain XML",
+        examples=["jhctl config to-xml demo.cell > demo.xml"],
+    )
+    p.add_argument("file", metavar="CELL.cell", help="a cell config")
+
+
+# -- show -------------------------------------------------------------------------------------
+
+
+def _show(args: argparse.Namespace, ctx: Context) -> int:
+    from jailhouse.config.model import SystemConfig  # noqa: PLC0415
+
+    config = load_config_file(args.file)
+    kind = "system" if isinstance(config, SystemConfig) else "cell"
+    ctx.emit(
+        config_document(config), lambda: f"{kind} config {args.file}\n" + describe_config(config)
+    )
+    return EXIT_OK
+
+
+def config_document(config: CellConfig | SystemConfig) -> dict[str, Any]:
+    """Dump a config as a JSON-ready dict: ``kind``, ``size`` and every field."""
+    from jailhouse.config.model import SystemConfig  # noqa: PLC0415
+
+    doc: dict[str, Any] = {
+        "kind": "system" if isinstance(config, SystemConfig) else "cell",
+        "size": config.size,
+    }
+    doc.update(to_json(config))
+    return doc
+
+
+def describe_config(config: CellConfig | SystemConfig) -> str:
+    """Render a config for people: header fields, then one line per array entry."""
+    from jailhouse.config.model import SystemConfig  # noqa: PLC0415
+
+    if isinstance(config, SystemConfig):
+        return _describe_system(config)
+    return _describe_cell(config, indent="")
+
+
+def _names(flags: Any) -> str:  # noqa: ANN401 - any IntFlag
+    return "|".join(flag_names(flags)) or "-"
+
+
+def _field(label: str, value: object, indent: str) -> str:
+    return f"{indent}{label + ':':<19} {value}\n"
+
+
+def _describe_system(system: SystemConfig) -> str:
+    from jailhouse.config.model import ArmPlatform, IommuType  # noqa: PLC0415
+
+    hv = system.hypervisor_memory
+    platform = system.platform
+    info = platform.arch_info
+    out = _field("arch", system.arch.name, "")
+    out += _field("size", f"{system.size} bytes", "")
+    out += _field("hypervisor memory", f"{hv.phys_start:#x}+{hv.size:#x}", "")
+    out += _field("flags", _names(system.flags), "")
+    out += _field("debug console", system.debug_console, "")
+    if platform.pci_mmconfig_base:
+        out += _field(
+            "PCI MMCONFIG",
+            f"{platform.pci_mmconfig_base:#x}, buses 0-{platform.pci_mmconfig_end_bus}, "
+            f"domain {platform.pci_domain}{' (virtual)' if platform.pci_is_virtual else ''}",
+            "",
+        )
+    if isinstance(info, ArmPlatform):
+        gic = f"GICv{info.gic_version} GICD {info.gicd_base:#x}"
+        gic += (
+            f" GICR {info.gicr_base:#x}"
+            if info.gic_version == 3
+            else f" GICC {info.gicc_base:#x} GICH {info.gich_base:#x} GICV {info.gicv_base:#x}"
+        )
+        out += _field("interrupts", f"{gic}, maintenance IRQ {info.maintenance_irq}", "")
+    else:
+        out += _field(
+            "x86 platform",
+            f"PM timer {info.pm_timer_address:#x}, APIC mode {info.apic_mode.name}, "
+            f"TSC {info.tsc_khz} kHz, APIC {info.apic_khz} kHz",
+            "",
+        )
+    units = [u for u in platform.iommu_units if u.type != IommuType.UNUSED]
+    if units:
+        out += f"IOMMU units ({len(units)}):\n"
+        for i, unit in enumerate(units):
+            out += f"  [{i}] {unit.type.name} {unit.base:#x}+{unit.size:#x}\n"
+    out += f"root cell {system.root_cell.name!r}:\n"
+    return out + _describe_cell(system.root_cell, indent="  ")
+
+
+def _region_line(i: int, region: MemoryRegion) -> str:
+    return (
+        f"[{i}] phys {region.phys_start:#012x} virt {region.virt_start:#012x} "
+        f"size {region.size:#010x} {_names(region.flags)}"
+    )
+
+
+def _describe_cell(cell: CellConfig, *, indent: str) -> str:
+    from jailhouse.config.model import format_cpus  # noqa: PLC0415
+
+    out = _field("name", cell.name, indent)
+    if not indent:
+        out += _field("arch", cell.arch.name, indent)
+        out += _field("size", f"{cell.size} bytes", indent)
+    out += _field("CPUs", format_cpus(cell.cpus) or "none", indent)
+    out += _field("flags", _names(cell.flags), indent)
+    out += _field("reset address", f"{cell.cpu_reset_address:#x}", indent)
+    out += _field("console", cell.console, indent)
+    if cell.vpci_irq_base:
+        out += _field("vPCI IRQ base", cell.vpci_irq_base, indent)
+    if cell.msg_reply_timeout:
+        out += _field("reply timeout", cell.msg_reply_timeout, indent)
+    sections: list[tuple[str, list[str]]] = [
+        ("memory regions", [_region_line(i, r) for i, r in enumerate(cell.mem_regions)]),
+        (
+            "cache regions",
+            [
+                f"[{i}] {c.type.name} start {c.start} size {c.size} {_names(c.flags)}"
+                for i, c in enumerate(cell.cache_regions)
+            ],
+        ),
+        (
+            "irqchips",
+            [
+                f"[{i}] {chip.address:#x} id {chip.id:#x} pins {format_cpus(chip.pins) or 'none'}"
+                for i, chip in enumerate(cell.irqchips)
+            ],
+        ),
+        (
+            "PIO regions",
+            [
+                f"[{i}] ports {p.base:#x}-{p.base + p.length - 1:#x}"
+                if p.length
+                else f"[{i}] ports {p.base:#x} (empty)"
+                for i, p in enumerate(cell.pio_regions)
+            ],
+        ),
+        ("PCI devices", [_pci_line(i, d) for i, d in enumerate(cell.pci_devices)]),
+        (
+            "PCI capabilities",
+            [
+                f"[{i}] id {c.id:#x} start {c.start:#x} len {c.len} {_names(c.flags)}"
+                for i, c in enumerate(cell.pci_caps)
+            ],
+        ),
+        ("stream ids", [f"[{i}] {s:#x}" for i, s in enumerate(cell.stream_ids)]),
+    ]
+    for title, lines in sections:
+        if lines:
+            out += f"{indent}{title} ({len(lines)}):\n"
+            out += "".join(f"{indent}  {line}\n" for line in lines)
+    if cell.trailing:
+        out += f"{indent}trailing bytes:    {len(cell.trailing)} (ignored by the driver)\n"
+    return out
+
+
+def _pci_line(i: int, dev: Any) -> str:  # noqa: ANN401 - PciDevice
+    from jailhouse.config.model import PciType  # noqa: PLC0415
+
+    line = f"[{i}] {dev.type.name} {dev.bdf_text}"
+    if dev.type == PciType.IVSHMEM:
+        line += (
+            f" peer {dev.shmem_dev_id}/{dev.shmem_peers} regions from "
+            f"[{dev.shmem_regions_start}] protocol {dev.shmem_protocol:#x}"
+        )
+    elif dev.num_caps:
+        line += f" caps [{dev.caps_start}..{dev.caps_start + dev.num_caps - 1}]"
+    return line
+
+
+# -- check ------------------------------------------------------------------------------------
+
+
+def _check(args: argparse.Namespace, ctx: Context) -> int:
+    from jailhouse.config.validate import Severity, check_configs  # noqa: PLC0415
+
+    system = load_system_file(args.system)
+    cells = [load_cell_file(path) for path in args.cells]
+    findings = check_configs(system, *cells)
+    errors = sum(1 for f in findings if f.severity is Severity.ERROR)
+    warnings = len(findings) - errors
+    doc = {
+        "system": args.system,
+        "cells": list(args.cells),
+        "errors": errors,
+        "warnings": warnings,
+        "findings": [_finding_document(f) for f in findings],
+    }
+
+    def text() -> str:
+        lines = [str(f) for f in findings]
+        names = ", ".join([repr(system.root_cell.name), *(repr(c.name) for c in cells)])
+        if not findings:
+            lines.append(f"config check: {names}: no findings")
+        else:
+            tail = " (warnings alone exit 0)" if not errors else ""
+            lines.append(f"config check: {names}: {errors} error(s), {warnings} warning(s){tail}")
+        return "\n".join(lines)
+
+    ctx.emit(doc, text)
+    return EXIT_FINDINGS if errors else EXIT_OK
+
+
+def _finding_document(finding: Finding) -> dict[str, Any]:
+    return {
+        "severity": finding.severity.value,
+        "cell": finding.cell,
+        "field": finding.field,
+        "value": to_json(finding.value),
+        "reason": finding.reason,
+    }
+
+
+# -- XML ----------------------------------------------------------------------------------------
+
+
+def _read_text(path: str) -> str:
+    import sys  # noqa: PLC0415
+
+    if path == "-":
+        return sys.stdin.read()
+    return Path(path).read_text(encoding="utf-8")
+
+
+def write_atomically(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write a file through a temporary one beside it, so a failure leaves nothing half-written.
+
+    Raises:
+        OSError: The file cannot be written.
+    """
+    import tempfile  # noqa: PLC0415 - kept off the cold start
+
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        Path(tmp).chmod(0o644)
+        Path(tmp).replace(target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _from_xml(args: argparse.Namespace, ctx: Context) -> int:
+    from jailhouse.config.model import format_cpus  # noqa: PLC0415
+    from jailhouse.domxml import domain_to_cell  # noqa: PLC0415 - lxml loads here only
+
+    system = load_system_file(args.system)
+    xml = _read_text(args.xml)
+    cell = domain_to_cell(xml, system=system)
+    blob = cell.to_bytes()
+    write_atomically(args.output, blob)
+    doc = {
+        "output": args.output,
+        "name": cell.name,
+        "size": len(blob),
+        "cpus": sorted(cell.cpus),
+        "memory_regions": len(cell.mem_regions),
+    }
+    ctx.emit(
+        doc,
+        f"wrote {args.output}: cell {cell.name!r}, CPUs {format_cpus(cell.cpus) or 'none'}, "
+        f"{len(cell.mem_regions)} memory regions, {len(blob)} bytes "
+        f"(check it with: jhctl config check {args.system} {args.output})",
+    )
+    return EXIT_OK
+
+
+def _to_xml(args: argparse.Namespace, ctx: Context) -> int:
+    from jailhouse.domxml import cell_to_domain  # noqa: PLC0415 - lxml loads here only
+
+    cell = load_cell_file(args.file)
+    xml = cell_to_domain(cell)
+    ctx.emit({"name": cell.name, "xml": xml}, xml)
+    return EXIT_OK

@@ -1,0 +1,364 @@
+"""Tests of ``jhctl`` in-process (``main()``) and as ``python -m jailhouse``, on simulated hosts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from jailhouse.cli import build_parser, main
+from jailhouse.cli._base import cell_ref, parse_address, parse_image_spec
+from jailhouse.config.model import CellConfig, MemFlag, format_cpus, load_config
+from jailhouse.examples import example_cells, example_files, example_system
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """What one ``jhctl`` run left behind."""
+
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> object:
+        """Parse stdout as the one JSON document it must be."""
+        return json.loads(self.out)
+
+
+def jhctl(capsys: pytest.CaptureFixture[str], *argv: str) -> Run:
+    """Run ``jhctl argv`` in-process and capture its output."""
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return Run(code, out, err)
+
+
+def jhctl_process(*argv: str, env: dict[str, str] | None = None) -> Run:
+    """Run ``python -m jailhouse argv`` as a subprocess."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "jailhouse", *argv],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
+    return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+@dataclass
+class Board:
+    """A simulated arm64 host and the example configs written next to it."""
+
+    uri: str
+    root: Path
+    system: Path
+    demo: Path
+    linux: Path
+
+
+@pytest.fixture
+def board(tmp_path: Path) -> Board:
+    """Write the arm64 example configs and name a fresh simulated host for them."""
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    for name, blob in example_files("arm64").items():
+        (configs / name).write_bytes(blob)
+    root = tmp_path / "host"
+    return Board(
+        uri=f"sim://{root}?arch=arm64&cpus=4",
+        root=root,
+        system=configs / "arm64-root.cell",
+        demo=configs / "arm64-demo.cell",
+        linux=configs / "arm64-linux.cell",
+    )
+
+
+def one_line(text: str) -> str:
+    """Assert that ``text`` is exactly one line and return it."""
+    lines = text.splitlines()
+    assert len(lines) == 1, text
+    return lines[0]
+
+
+def leaf_verbs(
+    parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()
+) -> list[tuple[str, ...]]:
+    """List every runnable verb path of a parser, such as ``("cell", "list")``."""
+    out: list[tuple[str, ...]] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                nested = leaf_verbs(sub, (*prefix, name))
+                out.extend(nested or [(*prefix, name)])
+    return out
+
+
+# -- framework ----------------------------------------------------------------------------------
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--version`` prints the package version and exits 0."""
+    import jailhouse
+
+    run = jhctl(capsys, "--version")
+    assert run.code == 0
+    assert jailhouse.__version__ in run.out
+
+
+def test_every_verb_has_help_with_an_example(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every verb answers ``--help`` with exit 0 and at least one example command line."""
+    verbs = leaf_verbs(build_parser())
+    assert {("config", "show"), ("config", "check")} <= set(verbs)
+    for path in verbs:
+        run = jhctl(capsys, *path, "--help")
+        assert run.code == 0, path
+        examples = run.out.split("examples:", 1)[1]
+        assert f"jhctl {' '.join(path)}" in examples, path
+
+
+def test_import_does_not_load_heavy_modules() -> None:
+    """``import jailhouse.cli`` and ``jhctl --version`` load neither lxml nor the cffi shim."""
+    script = (
+        "import json, sys, io, contextlib\n"
+        "import jailhouse.cli\n"
+        "after_import = sorted(sys.modules)\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    jailhouse.cli.main(['--version'])\n"
+        "print(json.dumps([after_import, sorted(sys.modules)]))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    for loaded in json.loads(proc.stdout):
+        heavy = [
+            m
+            for m in loaded
+            if m.split(".")[0] in {"lxml", "cffi", "_cffi_backend"}
+            or m
+            in {
+                "jailhouse._native",
+                "jailhouse._ffi",
+                "jailhouse._abi",
+                "jailhouse.hypervisor",
+                "jailhouse.sim",
+                "jailhouse.domxml",
+            }
+        ]
+        assert heavy == []
+
+
+def test_usage_error_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    """A missing argument exits 2 with one stderr line that points at --help."""
+    run = jhctl(capsys, "config", "check")
+    assert run.code == 2
+    assert run.out == ""
+    line = one_line(run.err)
+    assert "SYSTEM.cell" in line
+    assert "jhctl config check --help" in line
+
+
+def test_unknown_verb_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    """An unknown verb is a usage error."""
+    run = jhctl(capsys, "frobnicate")
+    assert run.code == 2
+    assert "frobnicate" in one_line(run.err)
+
+
+def test_json_option_is_accepted_before_and_after_the_verb(
+    capsys: pytest.CaptureFixture[str], board: Board
+) -> None:
+    """``--json`` works before the verb and after it."""
+    before = jhctl(capsys, "--json", "config", "show", str(board.demo))
+    after = jhctl(capsys, "config", "show", str(board.demo), "--json")
+    assert before.code == after.code == 0
+    assert before.json() == after.json()
+
+
+# -- argument helpers ---------------------------------------------------------------------------
+
+
+def test_parse_address_accepts_hex_and_decimal() -> None:
+    """Addresses are hex with 0x or decimal, leading zeros included."""
+    assert parse_address("0x7fa00000") == 0x7FA00000
+    assert parse_address("4096") == 4096
+    assert parse_address("010") == 10
+    assert parse_address("0") == 0
+    for bad in ("-1", "zz", "0x", str(1 << 64)):
+        with pytest.raises(ValueError, match="address"):
+            parse_address(bad)
+
+
+def test_parse_image_spec(tmp_path: Path) -> None:
+    """IMAGE@ADDR splits at the last @; a file name with @ is kept whole when it exists."""
+    assert parse_image_spec("a.bin") == (Path("a.bin"), 0)
+    assert parse_image_spec("a.bin@0x100") == (Path("a.bin"), 0x100)
+    assert parse_image_spec("dir@x/a.bin@256") == (Path("dir@x/a.bin"), 256)
+    odd = tmp_path / "v1@final"
+    odd.write_bytes(b"x")
+    assert parse_image_spec(str(odd)) == (odd, 0)
+    from jailhouse.cli._base import CliError
+
+    with pytest.raises(CliError, match="not a number"):
+        parse_image_spec("a.bin@final")
+
+
+def test_cell_ref() -> None:
+    """All-digit arguments are ids unless --name says otherwise."""
+    assert cell_ref("3") == 3
+    assert cell_ref("demo") == "demo"
+    assert cell_ref("3", by_name=True) == "3"
+
+
+# -- config verbs -------------------------------------------------------------------------------
+
+
+def test_config_show_cell_text(capsys: pytest.CaptureFixture[str], board: Board) -> None:
+    """``config show`` lists the cell's CPUs and each memory region with its flags."""
+    cell = load_config(board.demo)
+    assert isinstance(cell, CellConfig)
+    run = jhctl(capsys, "config", "show", str(board.demo))
+    assert run.code == 0
+    assert f"CPUs:               {format_cpus(cell.cpus)}" in run.out
+    assert f"memory regions ({len(cell.mem_regions)}):" in run.out
+    loadable = next(r for r in cell.mem_regions if MemFlag.LOADABLE in r.flags)
+    line = next(
+        line for line in run.out.splitlines() if f"virt {loadable.virt_start:#012x}" in line
+    )
+    assert f"phys {loadable.phys_start:#012x}" in line
+    assert "LOADABLE" in line
+
+
+def test_config_show_json_dumps_every_field(
+    capsys: pytest.CaptureFixture[str], board: Board
+) -> None:
+    """``config show --json`` gives integers for addresses and flag names beside flag words."""
+    cell = load_config(board.demo)
+    assert isinstance(cell, CellConfig)
+    doc = jhctl(capsys, "config", "show", "--json", str(board.demo)).json()
+    assert isinstance(doc, dict)
+    assert doc["kind"] == "cell"
+    assert doc["size"] == cell.size == board.demo.stat().st_size
+    assert doc["name"] == cell.name
+    assert doc["arch"] == "ARM64"
+    assert doc["cpus"] == sorted(cell.cpus)
+    assert len(doc["mem_regions"]) == len(cell.mem_regions)
+    for got, region in zip(doc["mem_regions"], cell.mem_regions, strict=True):
+        assert (got["phys_start"], got["virt_start"], got["size"], got["flags"]) == (
+            region.phys_start,
+            region.virt_start,
+            region.size,
+            int(region.flags),
+        )
+        assert got["flags_names"] == [f.name for f in MemFlag if f in region.flags]
+
+
+def test_config_show_system(capsys: pytest.CaptureFixture[str], board: Board) -> None:
+    """``config show`` of a system config shows the hypervisor memory and the root cell."""
+    system = example_system("arm64")
+    run = jhctl(capsys, "config", "show", str(board.system))
+    assert run.code == 0
+    hv = system.hypervisor_memory
+    assert f"hypervisor memory:  {hv.phys_start:#x}+{hv.size:#x}" in run.out
+    assert f"root cell {system.root_cell.name!r}:" in run.out
+    assert "GICv3" in run.out
+    doc = jhctl(capsys, "config", "show", "--json", str(board.system)).json()
+    assert isinstance(doc, dict)
+    assert doc["kind"] == "system"
+    assert doc["root_cell"]["name"] == system.root_cell.name
+    assert doc["hypervisor_memory"]["phys_start"] == hv.phys_start
+
+
+def test_config_show_missing_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A missing file exits 2 naming it, with stdout empty even with --json."""
+    missing = tmp_path / "nope.cell"
+    run = jhctl(capsys, "config", "show", "--json", str(missing))
+    assert run.code == 2
+    assert run.out == ""
+    assert str(missing) in one_line(run.err)
+
+
+def test_config_show_bad_config(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A file that is not a config exits 2, naming the file and the field."""
+    bad = tmp_path / "bad.cell"
+    bad.write_bytes(b"JHCLL\x02\x0d\x00" + bytes(20))
+    run = jhctl(capsys, "config", "show", str(bad))
+    assert run.code == 2
+    line = one_line(run.err)
+    assert str(bad) in line
+    assert "not a valid config" in line
+
+
+def test_config_check_clean_set(capsys: pytest.CaptureFixture[str], board: Board) -> None:
+    """The example set checks clean and exits 0."""
+    run = jhctl(capsys, "config", "check", str(board.system), str(board.demo), str(board.linux))
+    assert run.code == 0
+    assert "no findings" in run.out
+    doc = jhctl(capsys, "config", "check", "--json", str(board.system), str(board.demo)).json()
+    assert doc == {
+        "system": str(board.system),
+        "cells": [str(board.demo)],
+        "errors": 0,
+        "warnings": 0,
+        "findings": [],
+    }
+
+
+def test_config_check_error_exits_1(
+    capsys: pytest.CaptureFixture[str], board: Board, tmp_path: Path
+) -> None:
+    """A cell on a CPU the root cell does not own is an error line with its field path; exit 1."""
+    demo = example_cells("arm64")["arm64-demo"].replace(cpus=frozenset({6}))
+    bad = tmp_path / "foreign.cell"
+    bad.write_bytes(demo.to_bytes())
+    run = jhctl(capsys, "config", "check", str(board.system), str(bad))
+    assert run.code == 1
+    finding = next(line for line in run.out.splitlines() if line.startswith("error:"))
+    assert "cell 'arm64-demo': cpus = '6'" in finding
+    doc = jhctl(capsys, "config", "check", "--json", str(board.system), str(bad)).json()
+    assert isinstance(doc, dict)
+    assert doc["errors"] >= 1
+    errors = [f for f in doc["findings"] if f["severity"] == "error"]
+    assert {"cell": "arm64-demo", "field": "cpus", "value": "6"}.items() <= errors[0].items()
+
+
+def test_config_check_warnings_alone_exit_0(
+    capsys: pytest.CaptureFixture[str], board: Board, tmp_path: Path
+) -> None:
+    """Bytes after the arrays are only a warning, so the check still exits 0 and says why."""
+    padded = tmp_path / "padded.cell"
+    padded.write_bytes(board.demo.read_bytes() + bytes(8))
+    run = jhctl(capsys, "config", "check", str(board.system), str(padded))
+    assert run.code == 0
+    assert any(line.startswith("warning:") and "trailing" in line for line in run.out.splitlines())
+    assert "warnings alone exit 0" in run.out
+
+
+def test_config_check_wants_the_system_first(
+    capsys: pytest.CaptureFixture[str], board: Board
+) -> None:
+    """A cell config where the system config belongs is an input error."""
+    run = jhctl(capsys, "config", "check", str(board.demo))
+    assert run.code == 2
+    assert "not a system config" in one_line(run.err)
+    run = jhctl(capsys, "config", "check", str(board.system), str(board.system))
+    assert run.code == 2
+    assert "is a system config" in one_line(run.err)
+
+
+def test_debug_adds_a_traceback(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Errors print a traceback only with --debug, and still end with the one-line message."""
+    missing = str(tmp_path / "gone.cell")
+    quiet = jhctl(capsys, "config", "show", missing)
+    assert "Traceback" not in quiet.err
+    loud = jhctl(capsys, "--debug", "config", "show", missing)
+    assert loud.code == 2
+    assert "Traceback" in loud.err
+    assert loud.err.splitlines()[-1] == quiet.err.strip()
