@@ -27,6 +27,14 @@ if TYPE_CHECKING:
         validate_cell,
         validate_system,
     )
+    from jailhouse.domxml import (
+        BootImage,
+        BootSpec,
+        DomainTranslation,
+        TranslationNote,
+        cell_to_domain,
+        domain_to_cell,
+    )
     from jailhouse.errors import (
         BusyError,
         CellExistsError,
@@ -63,6 +71,12 @@ _EXPORTS: dict[str, str] = {
     "check_configs": "jailhouse.config.validate",
     "validate_cell": "jailhouse.config.validate",
     "validate_system": "jailhouse.config.validate",
+    "BootImage": "jailhouse.domxml",
+    "BootSpec": "jailhouse.domxml",
+    "DomainTranslation": "jailhouse.domxml",
+    "TranslationNote": "jailhouse.domxml",
+    "cell_to_domain": "jailhouse.domxml",
+    "domain_to_cell": "jailhouse.domxml",
     "BusyError": "jailhouse.errors",
     "CellExistsError": "jailhouse.errors",
     "CellNotFoundError": "jailhouse.errors",
@@ -88,6 +102,8 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     "Arch",
+    "BootImage",
+    "BootSpec",
     "BusyError",
     "CellConfig",
     "CellExistsError",
@@ -99,6 +115,7 @@ __all__ = [
     "Console",
     "DeviceError",
     "DeviceNotFoundError",
+    "DomainTranslation",
     "Finding",
     "HostCheck",
     "InvalidConfigError",
@@ -113,8 +130,11 @@ __all__ = [
     "SystemConfig",
     "Transcript",
     "TranslationError",
+    "TranslationNote",
     "__version__",
+    "cell_to_domain",
     "check_configs",
+    "domain_to_cell",
     "load_config",
     "park_inmate",
     "run_selftest",
