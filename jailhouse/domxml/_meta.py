@@ -1,0 +1,701 @@
+"""The Jailhouse metadata of a domain: ``<metadata><jailhouse:cell>`` in our namespace.
+
+The element holds what libvirt's standard elements cannot say exactly.  Every part is
+optional; a part that is present is taken verbatim and replaces what the translator would
+otherwise derive from the standard elements::
+
+    <jailhouse:cell xmlns:jailhouse="urn:x-python-jailhouse:domain:1"
+                    flags="PASSIVE_COMMREG|VIRTUAL_CONSOLE_PERMITTED" cpu-set-size="8"
+                    id="0" vpci-irq-base="0" cpu-reset-address="0x0" msg-reply-timeout="0">
+      <jailhouse:cpus>1-2</jailhouse:cpus>
+      <jailhouse:memory-regions>
+        <jailhouse:region phys="0x3a600000" virt="0x0" size="0x100000"
+                          flags="READ|WRITE|EXECUTE|DMA|LOADABLE"/>
+      </jailhouse:memory-regions>
+      <jailhouse:cache-regions/>   <jailhouse:irqchips/>   <jailhouse:pio-regions/>
+      <jailhouse:pci-devices/>     <jailhouse:pci-caps/>   <jailhouse:stream-ids/>
+      <jailhouse:console type="UART_8250" address="0x2f8" .../>
+      <jailhouse:trailing>00ff</jailhouse:trailing>
+      <jailhouse:boot><jailhouse:image file="/demo.bin" address="0x0"/></jailhouse:boot>
+    </jailhouse:cell>
+
+Numbers are decimal or ``0x`` hex; flag words are ``|``-separated member names and numbers;
+enum fields take a member name or a number.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final, TypeVar
+
+from lxml import etree
+
+from jailhouse.config.model import (
+    CacheFlag,
+    CacheRegion,
+    CacheType,
+    CellConfig,
+    CellFlag,
+    Console,
+    ConsoleFlag,
+    ConsoleType,
+    IrqChip,
+    MemFlag,
+    MemoryRegion,
+    PciCapability,
+    PciCapFlag,
+    PciDevice,
+    PciType,
+    PioRegion,
+    format_cpus,
+)
+from jailhouse.domxml._types import BootImage
+from jailhouse.domxml._xml import (
+    NS,
+    PREFIX,
+    attr_path,
+    children,
+    parse_cpuset,
+    parse_int,
+    path_of,
+    text_of,
+)
+from jailhouse.errors import TranslationError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+__all__ = ["Metadata", "build_metadata", "read_metadata"]
+
+_U8: Final = 0xFF
+_U16: Final = 0xFFFF
+_U32: Final = 0xFFFF_FFFF
+_U64: Final = 0xFFFF_FFFF_FFFF_FFFF
+
+_CELL_ATTRS: Final = {
+    "name-hex",
+    "arch",
+    "flags",
+    "cpu-set-size",
+    "id",
+    "vpci-irq-base",
+    "cpu-reset-address",
+    "msg-reply-timeout",
+}
+_CONTAINERS: Final = {
+    "memory-regions": "region",
+    "cache-regions": "cache",
+    "irqchips": "irqchip",
+    "pio-regions": "pio",
+    "pci-devices": "pci-device",
+    "pci-caps": "pci-cap",
+    "stream-ids": "stream-id",
+    "boot": "image",
+}
+_SINGLES: Final = {"cpus", "console", "trailing"}
+
+_E = TypeVar("_E", bound=enum.IntEnum)
+_F = TypeVar("_F", bound=enum.IntFlag)
+
+
+def _q(local: str) -> str:
+    return f"{{{NS}}}{local}"
+
+
+@dataclass(slots=True)
+class Metadata:
+    """The parts of ``<jailhouse:cell>``; ``None`` means "not given, derive it".
+
+    Attributes:
+        paths: XPath of each part that was given, by part name (for errors and notes).
+    """
+
+    element: etree._Element | None = None
+    name: str | None = None
+    arch: int | None = None
+    flags: CellFlag | None = None
+    cpu_set_size: int | None = None
+    id: int | None = None
+    vpci_irq_base: int | None = None
+    cpu_reset_address: int | None = None
+    msg_reply_timeout: int | None = None
+    cpus: frozenset[int] | None = None
+    mem_regions: tuple[MemoryRegion, ...] | None = None
+    cache_regions: tuple[CacheRegion, ...] | None = None
+    irqchips: tuple[IrqChip, ...] | None = None
+    pio_regions: tuple[PioRegion, ...] | None = None
+    pci_devices: tuple[PciDevice, ...] | None = None
+    pci_caps: tuple[PciCapability, ...] | None = None
+    stream_ids: tuple[int, ...] | None = None
+    console: Console | None = None
+    trailing: bytes | None = None
+    images: tuple[BootImage, ...] | None = None
+    paths: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def given(self) -> bool:
+        """Whether the domain had a ``<jailhouse:cell>`` element at all."""
+        return self.element is not None
+
+    def path(self, part: str) -> str:
+        """Return the XPath of a part, or of the metadata element when it was not given."""
+        if part in self.paths:
+            return self.paths[part]
+        if self.element is not None:
+            return path_of(self.element)
+        return "/domain/metadata"
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+def read_metadata(
+    domain: etree._Element,
+) -> tuple[Metadata, list[tuple[etree._Element, str]]]:
+    """Find and parse ``<jailhouse:cell>`` under ``/domain/metadata``.
+
+    Returns:
+        The parsed metadata and a list of ``(element, reason)`` for ignored duplicates.
+
+    Raises:
+        TranslationError: An unknown part, attribute or a bad value, naming it.
+    """
+    ignored: list[tuple[etree._Element, str]] = []
+    found: etree._Element | None = None
+    for metadata in domain.findall("metadata"):
+        for child in children(metadata):
+            if child.tag != _q("cell"):
+                if etree.QName(child).namespace == NS:
+                    raise TranslationError(
+                        path_of(child),
+                        etree.QName(child).localname,
+                        f"unknown element of the {PREFIX} namespace; expected {PREFIX}:cell",
+                    )
+                continue
+            if found is None:
+                found = child
+            else:
+                ignored.append((child, f"a second {PREFIX}:cell element; only the first is read"))
+    if found is None:
+        return Metadata(), ignored
+    return _parse_cell(found), ignored
+
+
+def _parse_cell(el: etree._Element) -> Metadata:
+    meta = Metadata(element=el)
+    for name in el.attrib:
+        if name not in _CELL_ATTRS:
+            raise TranslationError(
+                attr_path(el, str(name)), el.get(name), f"unknown attribute of {PREFIX}:cell"
+            )
+    name_hex = el.get("name-hex")
+    if name_hex is not None:
+        raw = _hex_bytes(name_hex, attr_path(el, "name-hex"))
+        if len(raw) > 32:
+            raise TranslationError(
+                attr_path(el, "name-hex"), name_hex, "a cell name is at most 32 bytes"
+            )
+        meta.name = raw.decode("latin-1")
+        meta.paths["name"] = attr_path(el, "name-hex")
+    meta.arch = _opt_int(el, "arch", _U8, meta)
+    flags = el.get("flags")
+    if flags is not None:
+        meta.flags = _parse_flags(flags, CellFlag, attr_path(el, "flags"), _U32)
+        meta.paths["flags"] = attr_path(el, "flags")
+    meta.cpu_set_size = _opt_int(el, "cpu-set-size", _U32, meta)
+    meta.id = _opt_int(el, "id", _U32, meta)
+    meta.vpci_irq_base = _opt_int(el, "vpci-irq-base", _U32, meta)
+    meta.cpu_reset_address = _opt_int(el, "cpu-reset-address", _U64, meta)
+    meta.msg_reply_timeout = _opt_int(el, "msg-reply-timeout", _U64, meta)
+
+    seen: set[str] = set()
+    for child in children(el):
+        qname = etree.QName(child)
+        local = qname.localname
+        where = path_of(child)
+        if qname.namespace != NS or (local not in _CONTAINERS and local not in _SINGLES):
+            raise TranslationError(
+                where,
+                local,
+                f"unknown part of {PREFIX}:cell; expected one of "
+                + ", ".join(sorted(_CONTAINERS.keys() | _SINGLES)),
+            )
+        if local in seen:
+            raise TranslationError(where, local, f"{PREFIX}:{local} may appear only once")
+        seen.add(local)
+        meta.paths[local] = where
+        if local in _CONTAINERS:
+            _parse_container(child, local, meta)
+        elif local == "cpus":
+            _no_attrs(child)
+            text = text_of(child).strip()
+            meta.cpus = parse_cpuset(text, where) if text else frozenset()
+        elif local == "console":
+            meta.console = _parse_console(child)
+        else:  # trailing
+            _no_attrs(child)
+            meta.trailing = _hex_bytes(text_of(child).strip(), where)
+    return meta
+
+
+def _parse_container(el: etree._Element, local: str, meta: Metadata) -> None:
+    _no_attrs(el)
+    item = _CONTAINERS[local]
+    parsers: dict[str, Callable[[etree._Element], object]] = {
+        "region": _parse_region,
+        "cache": _parse_cache,
+        "irqchip": _parse_irqchip,
+        "pio": _parse_pio,
+        "pci-device": _parse_pci_device,
+        "pci-cap": _parse_pci_cap,
+        "stream-id": _parse_stream_id,
+        "image": _parse_image,
+    }
+    values = []
+    for child in children(el):
+        if child.tag != _q(item):
+            raise TranslationError(
+                path_of(child),
+                etree.QName(child).localname,
+                f"{PREFIX}:{local} holds only {PREFIX}:{item} elements",
+            )
+        values.append(parsers[item](child))
+    if local == "memory-regions":
+        meta.mem_regions = tuple(v for v in values if isinstance(v, MemoryRegion))
+    elif local == "cache-regions":
+        meta.cache_regions = tuple(v for v in values if isinstance(v, CacheRegion))
+    elif local == "irqchips":
+        meta.irqchips = tuple(v for v in values if isinstance(v, IrqChip))
+    elif local == "pio-regions":
+        meta.pio_regions = tuple(v for v in values if isinstance(v, PioRegion))
+    elif local == "pci-devices":
+        meta.pci_devices = tuple(v for v in values if isinstance(v, PciDevice))
+    elif local == "pci-caps":
+        meta.pci_caps = tuple(v for v in values if isinstance(v, PciCapability))
+    elif local == "stream-ids":
+        meta.stream_ids = tuple(v for v in values if isinstance(v, int))
+    else:
+        meta.images = tuple(v for v in values if isinstance(v, BootImage))
+
+
+class _Attrs:
+    """Reads the attributes of one element, refusing unknown ones."""
+
+    def __init__(self, el: etree._Element, known: Sequence[str]) -> None:
+        self.el = el
+        for name in el.attrib:
+            if name not in known:
+                raise TranslationError(
+                    attr_path(el, str(name)),
+                    el.get(name),
+                    f"unknown attribute; {PREFIX}:{etree.QName(el).localname} takes "
+                    + ", ".join(known),
+                )
+        if text_of(el).strip():
+            raise TranslationError(path_of(el), text_of(el), "this element takes no text")
+
+    def number(self, name: str, limit: int, *, required: bool = False) -> int:
+        text = self.el.get(name)
+        if text is None:
+            if required:
+                raise TranslationError(attr_path(self.el, name), None, "this attribute is required")
+            return 0
+        return parse_int(text, attr_path(self.el, name), limit=limit)
+
+    def words(self, name: str, count: int) -> tuple[int, ...]:
+        text = self.el.get(name)
+        if text is None:
+            return (0,) * count
+        where = attr_path(self.el, name)
+        parts = text.split()
+        if len(parts) != count:
+            raise TranslationError(where, text, f"expected {count} numbers separated by spaces")
+        return tuple(parse_int(p, where, limit=_U32) for p in parts)
+
+    def flags(self, name: str, cls: type[_F], limit: int) -> _F:
+        text = self.el.get(name)
+        if text is None:
+            return cls(0)
+        return _parse_flags(text, cls, attr_path(self.el, name), limit)
+
+    def choice(self, name: str, cls: type[_E], limit: int, default: int = 0) -> _E:
+        text = self.el.get(name)
+        if text is None:
+            return cls(default)
+        return _parse_enum(text, cls, attr_path(self.el, name), limit)
+
+    def boolean(self, name: str) -> bool:
+        text = self.el.get(name)
+        if text is None or text == "no":
+            return False
+        if text == "yes":
+            return True
+        raise TranslationError(attr_path(self.el, name), text, "expected yes or no")
+
+
+def _parse_region(el: etree._Element) -> MemoryRegion:
+    a = _Attrs(el, ("phys", "virt", "size", "flags"))
+    return MemoryRegion(
+        a.number("phys", _U64),
+        a.number("virt", _U64),
+        a.number("size", _U64),
+        a.flags("flags", MemFlag, _U64),
+    )
+
+
+def _parse_cache(el: etree._Element) -> CacheRegion:
+    a = _Attrs(el, ("start", "size", "type", "flags"))
+    return CacheRegion(
+        a.number("start", _U32),
+        a.number("size", _U32),
+        a.choice("type", CacheType, _U8, CacheType.L3),
+        a.flags("flags", CacheFlag, _U16),
+    )
+
+
+def _parse_irqchip(el: etree._Element) -> IrqChip:
+    a = _Attrs(el, ("address", "id", "pin-base", "pin-bitmap"))
+    w = a.words("pin-bitmap", 4)
+    return IrqChip(
+        a.number("address", _U64),
+        a.number("id", _U32),
+        a.number("pin-base", _U32),
+        (w[0], w[1], w[2], w[3]),
+    )
+
+
+def _parse_pio(el: etree._Element) -> PioRegion:
+    a = _Attrs(el, ("base", "length"))
+    return PioRegion(a.number("base", _U16), a.number("length", _U16))
+
+
+_PCI_ATTRS: Final = (
+    "type",
+    "domain",
+    "bdf",
+    "iommu",
+    "bar-mask",
+    "caps-start",
+    "num-caps",
+    "msi-vectors",
+    "msi-64bits",
+    "msi-maskable",
+    "msix-vectors",
+    "msix-region-size",
+    "msix-address",
+    "shmem-regions-start",
+    "shmem-dev-id",
+    "shmem-peers",
+    "shmem-protocol",
+)
+
+
+def _parse_pci_device(el: etree._Element) -> PciDevice:
+    a = _Attrs(el, _PCI_ATTRS)
+    if el.get("type") is None:
+        raise TranslationError(attr_path(el, "type"), None, "this attribute is required")
+    bdf_text = el.get("bdf")
+    if bdf_text is None:
+        raise TranslationError(attr_path(el, "bdf"), None, "this attribute is required")
+    m = a.words("bar-mask", 6)
+    return PciDevice(
+        type=a.choice("type", PciType, _U8),
+        domain=a.number("domain", _U16),
+        bdf=parse_bdf(bdf_text, attr_path(el, "bdf")),
+        iommu=a.number("iommu", _U8),
+        bar_mask=(m[0], m[1], m[2], m[3], m[4], m[5]),
+        caps_start=a.number("caps-start", _U16),
+        num_caps=a.number("num-caps", _U16),
+        num_msi_vectors=a.number("msi-vectors", _U8),
+        msi_64bits=a.boolean("msi-64bits"),
+        msi_maskable=a.boolean("msi-maskable"),
+        num_msix_vectors=a.number("msix-vectors", _U16),
+        msix_region_size=a.number("msix-region-size", _U16),
+        msix_address=a.number("msix-address", _U64),
+        shmem_regions_start=a.number("shmem-regions-start", _U32),
+        shmem_dev_id=a.number("shmem-dev-id", _U8),
+        shmem_peers=a.number("shmem-peers", _U8),
+        shmem_protocol=a.number("shmem-protocol", _U16),
+    )
+
+
+def _parse_pci_cap(el: etree._Element) -> PciCapability:
+    a = _Attrs(el, ("id", "start", "len", "flags"))
+    return PciCapability(
+        a.number("id", _U16),
+        a.number("start", _U16),
+        a.number("len", _U16),
+        a.flags("flags", PciCapFlag, _U16),
+    )
+
+
+def _parse_stream_id(el: etree._Element) -> int:
+    a = _Attrs(el, ("value",))
+    return a.number("value", _U32, required=True)
+
+
+def _parse_image(el: etree._Element) -> BootImage:
+    a = _Attrs(el, ("file", "address"))
+    file = el.get("file")
+    if not file:
+        raise TranslationError(attr_path(el, "file"), file, "an image needs a file")
+    return BootImage(file, a.number("address", _U64, required=True))
+
+
+def _parse_console(el: etree._Element) -> Console:
+    a = _Attrs(el, ("type", "address", "size", "flags", "divider", "gate-nr", "clock-reg"))
+    return Console(
+        address=a.number("address", _U64),
+        size=a.number("size", _U32),
+        type=a.choice("type", ConsoleType, _U16),
+        flags=a.flags("flags", ConsoleFlag, _U16),
+        divider=a.number("divider", _U32),
+        gate_nr=a.number("gate-nr", _U32),
+        clock_reg=a.number("clock-reg", _U64),
+    )
+
+
+def _opt_int(el: etree._Element, name: str, limit: int, meta: Metadata) -> int | None:
+    text = el.get(name)
+    if text is None:
+        return None
+    where = attr_path(el, name)
+    meta.paths[name] = where
+    return parse_int(text, where, limit=limit)
+
+
+def _no_attrs(el: etree._Element) -> None:
+    for name in el.attrib:
+        raise TranslationError(attr_path(el, str(name)), el.get(name), "unknown attribute")
+
+
+def _hex_bytes(text: str, where: str) -> bytes:
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise TranslationError(where, text, "expected hexadecimal bytes such as 00ff") from None
+
+
+def _parse_flags(text: str, cls: type[_F], where: str, limit: int) -> _F:
+    """Parse ``READ|WRITE|0x100000`` into a flag word."""
+    value = 0
+    members = {m.name: m.value for m in cls if m.name}
+    for raw in text.split("|"):
+        token = raw.strip()
+        if token in members:
+            value |= members[token]
+        elif token and token[0].isdigit():
+            value |= parse_int(token, where, limit=limit)
+        else:
+            raise TranslationError(
+                where,
+                text,
+                f"{token!r} is no {cls.__name__} member; use " + ", ".join(members) + " or numbers",
+            )
+    if value > limit:
+        raise TranslationError(where, text, f"does not fit in the field (at most {limit:#x})")
+    return cls(value)
+
+
+def _parse_enum(text: str, cls: type[_E], where: str, limit: int) -> _E:
+    members = {m.name: m.value for m in cls}
+    if text in members:
+        return cls(members[text])
+    if text and text[0].isdigit():
+        return cls(parse_int(text, where, limit=limit))
+    raise TranslationError(
+        where, text, f"no {cls.__name__} member; use " + ", ".join(members) + " or a number"
+    )
+
+
+def parse_bdf(text: str, where: str) -> int:
+    """Parse ``bb:dd.f`` (hex bus and device, function 0-7) or a plain number into a bdf."""
+    if ":" in text:
+        bus, _, rest = text.partition(":")
+        dev, dot, fn = rest.partition(".")
+        try:
+            b, d, f = int(bus, 16), int(dev, 16), int(fn, 10)
+        except ValueError:
+            b = d = f = -1
+        if not dot or not 0 <= b <= _U8 or not 0 <= d <= 0x1F or not 0 <= f <= 7:
+            raise TranslationError(where, text, "expected bus:device.function such as 00:1f.2")
+        return b << 8 | d << 3 | f
+    return parse_int(text, where, limit=_U16)
+
+
+# -- writing ---------------------------------------------------------------------------------
+
+
+def format_flags(value: int, cls: type[enum.IntFlag]) -> str:
+    """Render a flag word as ``READ|WRITE`` plus any unknown bits in hex (``0`` when none)."""
+    parts: list[str] = []
+    rest = int(value)
+    for member in cls:
+        if member.name and rest & member.value == member.value and member.value:
+            parts.append(member.name)
+            rest &= ~member.value
+    if rest:
+        parts.append(hex(rest))
+    return "|".join(parts) or "0"
+
+
+def _format_enum(value: enum.IntEnum) -> str:
+    cls = type(value)
+    if int(value) in cls._value2member_map_:
+        return str(value.name)
+    return hex(int(value))
+
+
+def format_bdf(bdf: int) -> str:
+    """Render a bdf as ``bb:dd.f``."""
+    return f"{bdf >> 8:02x}:{(bdf >> 3) & 0x1F:02x}.{bdf & 7:x}"
+
+
+def _sub(parent: etree._Element, local: str, attrs: dict[str, str] | None = None) -> etree._Element:
+    el = etree.SubElement(parent, _q(local))
+    for key, value in (attrs or {}).items():
+        el.set(key, value)
+    return el
+
+
+def _nonzero(attrs: dict[str, int]) -> dict[str, str]:
+    return {k: hex(v) if v >= 0x1000 else str(v) for k, v in attrs.items() if v}
+
+
+def build_metadata(
+    cell: CellConfig, images: Sequence[BootImage], *, name_hex: bool, arch: bool
+) -> etree._Element:
+    """Build ``<jailhouse:cell>`` holding everything of ``cell`` exactly.
+
+    Args:
+        cell: The config.
+        images: Bare-metal boot images to record.
+        name_hex: Record the name as hex (it cannot be a libvirt ``<name>``).
+        arch: Record the architecture byte (it has no libvirt name).
+    """
+    el = etree.Element(_q("cell"), nsmap={PREFIX: NS})
+    if name_hex:
+        el.set("name-hex", cell.name.encode("latin-1").hex())
+    if arch:
+        el.set("arch", str(int(cell.arch)))
+    el.set("flags", format_flags(cell.flags, CellFlag))
+    el.set("cpu-set-size", str(cell.cpu_set_size))
+    el.set("id", str(cell.id))
+    el.set("vpci-irq-base", str(cell.vpci_irq_base))
+    el.set("cpu-reset-address", hex(cell.cpu_reset_address))
+    el.set("msg-reply-timeout", str(cell.msg_reply_timeout))
+    cpus = _sub(el, "cpus")
+    cpus.text = format_cpus(cell.cpus)
+    regions = _sub(el, "memory-regions")
+    for r in cell.mem_regions:
+        _sub(
+            regions,
+            "region",
+            {
+                "phys": hex(r.phys_start),
+                "virt": hex(r.virt_start),
+                "size": hex(r.size),
+                "flags": format_flags(r.flags, MemFlag),
+            },
+        )
+    caches = _sub(el, "cache-regions")
+    for c in cell.cache_regions:
+        _sub(
+            caches,
+            "cache",
+            {
+                "start": str(c.start),
+                "size": str(c.size),
+                "type": _format_enum(c.type),
+                "flags": format_flags(c.flags, CacheFlag),
+            },
+        )
+    chips = _sub(el, "irqchips")
+    for chip in cell.irqchips:
+        _sub(
+            chips,
+            "irqchip",
+            {
+                "address": hex(chip.address),
+                "id": hex(chip.id),
+                "pin-base": str(chip.pin_base),
+                "pin-bitmap": " ".join(hex(w) for w in chip.pin_bitmap),
+            },
+        )
+    pios = _sub(el, "pio-regions")
+    for p in cell.pio_regions:
+        _sub(pios, "pio", {"base": hex(p.base), "length": hex(p.length)})
+    devices = _sub(el, "pci-devices")
+    for d in cell.pci_devices:
+        attrs = {
+            "type": _format_enum(d.type),
+            "domain": f"{d.domain:#06x}",
+            "bdf": format_bdf(d.bdf),
+        }
+        if any(d.bar_mask):
+            attrs["bar-mask"] = " ".join(f"{m:#010x}" for m in d.bar_mask)
+        attrs.update(
+            _nonzero(
+                {
+                    "iommu": d.iommu,
+                    "caps-start": d.caps_start,
+                    "num-caps": d.num_caps,
+                    "msi-vectors": d.num_msi_vectors,
+                }
+            )
+        )
+        if d.msi_64bits:
+            attrs["msi-64bits"] = "yes"
+        if d.msi_maskable:
+            attrs["msi-maskable"] = "yes"
+        attrs.update(
+            _nonzero(
+                {
+                    "msix-vectors": d.num_msix_vectors,
+                    "msix-region-size": d.msix_region_size,
+                    "msix-address": d.msix_address,
+                    "shmem-regions-start": d.shmem_regions_start,
+                    "shmem-dev-id": d.shmem_dev_id,
+                    "shmem-peers": d.shmem_peers,
+                    "shmem-protocol": d.shmem_protocol,
+                }
+            )
+        )
+        _sub(devices, "pci-device", attrs)
+    caps = _sub(el, "pci-caps")
+    for cap in cell.pci_caps:
+        _sub(
+            caps,
+            "pci-cap",
+            {
+                "id": hex(cap.id),
+                "start": hex(cap.start),
+                "len": str(cap.len),
+                "flags": format_flags(cap.flags, PciCapFlag),
+            },
+        )
+    streams = _sub(el, "stream-ids")
+    for sid in cell.stream_ids:
+        _sub(streams, "stream-id", {"value": hex(sid)})
+    con = cell.console
+    _sub(
+        el,
+        "console",
+        {
+            "type": _format_enum(con.type),
+            "address": hex(con.address),
+            "size": hex(con.size),
+            "flags": format_flags(con.flags, ConsoleFlag),
+            "divider": str(con.divider),
+            "gate-nr": str(con.gate_nr),
+            "clock-reg": hex(con.clock_reg),
+        },
+    )
+    if cell.trailing:
+        _sub(el, "trailing").text = cell.trailing.hex()
+    if images:
+        boot = _sub(el, "boot")
+        for image in images:
+            _sub(boot, "image", {"file": image.path, "address": hex(image.address)})
+    return el

@@ -1,0 +1,298 @@
+"""Hardened XML parsing and the value grammars libvirt uses (units, cpusets, PCI numbers).
+
+Everything here raises :class:`~jailhouse.errors.TranslationError` naming the element or
+attribute by XPath and the offending value.  The parser never resolves entities, never
+loads a DTD, never touches the network and refuses any document type declaration, so an
+XXE or billion-laughs document is one clear error and never a file read.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Final
+
+from lxml import etree
+
+from jailhouse.errors import TranslationError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+__all__ = [
+    "MAX_DOCUMENT_BYTES",
+    "NS",
+    "PREFIX",
+    "attr_path",
+    "children",
+    "parse_cpuset",
+    "parse_document",
+    "parse_int",
+    "parse_pci_number",
+    "parse_scaled",
+    "path_of",
+    "text_of",
+]
+
+NS: Final = "urn:x-python-jailhouse:domain:1"
+"""XML namespace of the Jailhouse metadata (prefix ``jailhouse``)."""
+PREFIX: Final = "jailhouse"
+"""Prefix the translator writes for :data:`NS`."""
+MAX_DOCUMENT_BYTES: Final = 1 << 20
+"""Largest domain XML accepted (1 MiB); real domain XML is a few KiB."""
+LLONG_MAX: Final = (1 << 63) - 1
+"""libvirt's limit for a scaled value in bytes."""
+
+_XML_DECLARATION: Final = re.compile(r"\A\s*<\?xml[^>]*\?>")
+_DECIMAL: Final = re.compile(r"[0-9]+")
+_HEX_OR_DECIMAL: Final = re.compile(r"0[xX][0-9a-fA-F]+|[0-9]+")
+_C_INTEGER: Final = re.compile(r"0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*")
+_UNIT_POWERS: Final = {"k": 1, "m": 2, "g": 3, "t": 4, "p": 5, "e": 6}
+MAX_CPU: Final = (1 << 20) - 1
+"""Highest CPU number a cpuset may name (a bound against ranges that expand forever)."""
+
+
+def parse_document(xml: str | bytes) -> etree._Element:
+    """Parse a domain XML document safely and return its ``<domain>`` root.
+
+    Args:
+        xml: The document, as text or as encoded bytes.
+
+    Returns:
+        The root element.
+
+    Raises:
+        TranslationError: The input is too large, not well-formed, declares a document
+            type (entities), or its root is not ``<domain>``.
+    """
+    if isinstance(xml, str):
+        data = _XML_DECLARATION.sub("", xml, count=1).encode("utf-8", "surrogatepass")
+    elif isinstance(xml, bytes | bytearray | memoryview):
+        data = bytes(xml)
+    else:
+        raise TranslationError("/", type(xml).__name__, "domain XML must be str or bytes")
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise TranslationError(
+            "/",
+            len(data),
+            f"the document is larger than {MAX_DOCUMENT_BYTES} bytes; refusing to parse it",
+        )
+    parser = etree.XMLParser(
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        dtd_validation=False,
+        huge_tree=False,
+        remove_comments=True,
+        remove_pis=True,
+        collect_ids=False,
+    )
+    try:
+        root = etree.fromstring(data, parser)
+    except etree.XMLSyntaxError as exc:
+        raise TranslationError("/", None, f"not well-formed XML: {exc}") from exc
+    except ValueError as exc:  # e.g. a str that is not text lxml accepts
+        raise TranslationError("/", None, f"not well-formed XML: {exc}") from exc
+    if root is None:
+        raise TranslationError("/", None, "the document is empty")
+    docinfo = root.getroottree().docinfo
+    doctype = str(getattr(docinfo, "doctype", "") or "")
+    if doctype or docinfo.internalDTD is not None:
+        raise TranslationError(
+            "/",
+            doctype or "<!DOCTYPE>",
+            "document type declarations are refused: their entities could read files or "
+            "expand without bound",
+        )
+    for node in root.iter(etree.Entity):
+        parent = node.getparent()
+        raise TranslationError(
+            "/" if parent is None else path_of(parent), str(node), "entity references are refused"
+        )
+    if root.tag != "domain":
+        raise TranslationError(
+            "/" + _step(root), _tag_text(root), "expected a libvirt <domain> document"
+        )
+    return root
+
+
+def children(el: etree._Element) -> Iterator[etree._Element]:
+    """Yield the element children of ``el`` (no comments or processing instructions)."""
+    for child in el:
+        if isinstance(child.tag, str):
+            yield child
+
+
+def _tag_text(el: etree._Element) -> str:
+    qname = etree.QName(el)
+    if qname.namespace == NS:
+        return f"{PREFIX}:{qname.localname}"
+    if qname.namespace:
+        prefix = el.prefix or "ns"
+        return f"{prefix}:{qname.localname}"
+    return qname.localname
+
+
+def _step(el: etree._Element) -> str:
+    name = _tag_text(el)
+    parent = el.getparent()
+    if parent is None:
+        return name
+    same = [c for c in children(parent) if c.tag == el.tag]
+    if len(same) == 1:
+        return name
+    return f"{name}[{same.index(el) + 1}]"
+
+
+def path_of(el: etree._Element) -> str:
+    """Return the XPath of an element, such as ``/domain/devices/disk[2]``."""
+    steps: list[str] = []
+    node: etree._Element | None = el
+    while node is not None:
+        steps.append(_step(node))
+        node = node.getparent()
+    return "/" + "/".join(reversed(steps))
+
+
+def attr_path(el: etree._Element, name: str) -> str:
+    """Return the XPath of an attribute, such as ``/domain/vcpu/@cpuset``."""
+    return f"{path_of(el)}/@{name}"
+
+
+def text_of(el: etree._Element) -> str:
+    """Return the text content of an element ("" when empty)."""
+    return el.text or ""
+
+
+def parse_int(text: str, where: str, *, limit: int | None = None) -> int:
+    """Parse an unsigned integer written in decimal or ``0x`` hex (our metadata).
+
+    Raises:
+        TranslationError: Not such a number, or above ``limit``.
+    """
+    if not _HEX_OR_DECIMAL.fullmatch(text):
+        raise TranslationError(where, text, "expected an unsigned number (decimal or 0x hex)")
+    value = int(text, 16) if text[:2].lower() == "0x" else int(text)
+    if limit is not None and value > limit:
+        raise TranslationError(where, text, f"must be at most {limit:#x}")
+    return value
+
+
+def parse_decimal(text: str, where: str, *, limit: int | None = None) -> int:
+    """Parse an unsigned decimal the way libvirt does: digits only, no sign or spaces.
+
+    Raises:
+        TranslationError: Not such a number, or above ``limit``.
+    """
+    if not _DECIMAL.fullmatch(text):
+        raise TranslationError(where, text, "expected an unsigned decimal number")
+    value = int(text)
+    if limit is not None and value > limit:
+        raise TranslationError(where, text, f"must be at most {limit}")
+    return value
+
+
+def parse_pci_number(text: str, where: str, *, limit: int) -> int:
+    """Parse a PCI address number as libvirt does (C ``strtoul`` base 0: hex, octal, decimal).
+
+    Raises:
+        TranslationError: Not such a number, or above ``limit``.
+    """
+    if not _C_INTEGER.fullmatch(text):
+        raise TranslationError(where, text, "expected a number such as 0x1f")
+    if text[:2].lower() == "0x":
+        value = int(text, 16)
+    elif len(text) > 1 and text[0] == "0":
+        value = int(text, 8)
+    else:
+        value = int(text)
+    if value > limit:
+        raise TranslationError(where, text, f"must be at most {limit:#x}")
+    return value
+
+
+def scale_of(unit: str | None, default: int, where: str) -> int:
+    """Return the byte factor of a libvirt unit suffix (``virScaleInteger``).
+
+    ``b``/``byte``/``bytes`` are bytes; ``k``, ``M``, ``G``... alone or followed by ``iB``
+    are powers of 1024; followed by ``B`` they are powers of 1000; case is ignored.  No unit
+    (or an empty one) means ``default``.
+
+    Raises:
+        TranslationError: An unknown suffix.
+    """
+    if not unit:
+        return default
+    lower = unit.lower()
+    if lower in ("b", "byte", "bytes"):
+        return 1
+    power = _UNIT_POWERS.get(lower[0])
+    rest = lower[1:]
+    if power is None or rest not in ("", "ib", "b"):
+        raise TranslationError(
+            where,
+            unit,
+            "unknown unit; use b, KB, KiB (k), MB, MiB (M), GB, GiB (G), TB, TiB (T), PB, "
+            "PiB (P), EB or EiB (E)",
+        )
+    base = 1000 if rest == "b" else 1024
+    return int(base**power)
+
+
+def parse_scaled(el: etree._Element, *, default_unit: int) -> int:
+    """Parse a libvirt scaled size (element text plus ``unit``) into bytes.
+
+    Args:
+        el: The element, such as ``<memory unit='MiB'>``.
+        default_unit: The factor when there is no unit (1024 for memory, 1 for shmem).
+
+    Returns:
+        The size in bytes.
+
+    Raises:
+        TranslationError: A bad number or unit, or more than libvirt's limit of
+            2**63 - 1 bytes.
+    """
+    where = path_of(el)
+    value = parse_decimal(text_of(el), where)
+    factor = scale_of(el.get("unit"), default_unit, attr_path(el, "unit"))
+    size = value * factor
+    if size > LLONG_MAX:
+        raise TranslationError(where, text_of(el), "larger than libvirt's limit of 2**63 - 1 bytes")
+    return size
+
+
+def parse_cpuset(text: str, where: str) -> frozenset[int]:
+    """Parse a libvirt cpuset (``0-3,^2,8``): ranges and exclusions, applied left to right.
+
+    Raises:
+        TranslationError: Not a cpuset, a range that runs backwards, or exclusions only.
+    """
+    cpus: set[int] = set()
+    included = False
+    items = text.split(",")
+    if items and not items[-1].strip() and len(items) > 1:
+        items = items[:-1]  # libvirt tolerates one trailing comma
+    for raw in items:
+        item = raw.strip()
+        if item.startswith("^"):
+            number = item[1:].strip()
+            if not _DECIMAL.fullmatch(number):
+                raise TranslationError(where, text, f"{item!r} is not an exclusion like ^3")
+            cpus.discard(int(number))
+            continue
+        lo, sep, hi = item.partition("-")
+        lo, hi = lo.strip(), hi.strip()
+        if not _DECIMAL.fullmatch(lo) or (sep and not _DECIMAL.fullmatch(hi)):
+            raise TranslationError(
+                where, text, f"{item!r} is not a CPU number or range (like 0-3,^2,8)"
+            )
+        first, last = int(lo), int(hi) if sep else int(lo)
+        if last > MAX_CPU:
+            raise TranslationError(where, text, f"CPU numbers above {MAX_CPU} are refused")
+        if last < first:
+            raise TranslationError(where, text, f"the range {item!r} runs backwards")
+        cpus.update(range(first, last + 1))
+        included = True
+    if not included:
+        raise TranslationError(where, text, "a cpuset needs at least one CPU")
+    return frozenset(cpus)
