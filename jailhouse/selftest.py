@@ -1009,12 +1009,21 @@ def simulate_selftest(
     *,
     image: bytes | None = None,
     address: int | None = None,
+    enabled: bool = False,
 ) -> Transcript:
     """Run the battery on a fresh simulated host that fits ``system``: the reference answer.
 
     The simulated host has the system's arch and exactly its root cell's CPUs online, in
     a temporary directory removed afterwards.  Compare a board's transcript with this one
     through :meth:`Transcript.compare`.
+
+    Args:
+        system: The system config.
+        cell: The test cell's config.
+        image: As :func:`run_selftest`.
+        address: As :func:`run_selftest`.
+        enabled: Enable the simulated hypervisor with ``system`` first, to match a board
+            that was enabled before its run (``Transcript.started_enabled``).
 
     Raises:
         ConfigError: As :func:`run_selftest`.
@@ -1031,6 +1040,8 @@ def simulate_selftest(
         for cpu in sorted(set(range(max(cpus) + 1)) - cpus, reverse=True):
             host.set_cpu_online(cpu, online=False)
         with Hypervisor(host.device()) as hv:
+            if enabled:
+                hv.enable(system)
             return run_selftest(hv, system, cell, image=image, address=address)
 
 

@@ -337,6 +337,8 @@ def test_found_enabled_skips_enable_and_disabled_steps(tmp_path: Path) -> None:
     for step in transcript.steps:
         if step.op not in skipped:
             assert step.to_json(host=False) == golden[step.op]
+    assert simulate_selftest(system, cell, enabled=True).compare(transcript) == []
+    assert simulate_selftest(system, cell).compare(transcript) != []
 
 
 # -- the battery can fail -----------------------------------------------------------------
