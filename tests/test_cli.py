@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import subprocess
@@ -351,6 +352,86 @@ def test_config_check_wants_the_system_first(
     run = jhctl(capsys, "config", "check", str(board.system), str(board.system))
     assert run.code == 2
     assert "is a system config" in one_line(run.err)
+
+
+def test_xml_round_trip(capsys: pytest.CaptureFixture[str], board: Board, tmp_path: Path) -> None:
+    """``config to-xml`` then ``config from-xml`` gives back a cell config that checks clean."""
+    run = jhctl(capsys, "config", "to-xml", str(board.demo))
+    assert run.code == 0
+    assert run.out.lstrip().startswith("<domain")
+    xml = tmp_path / "demo.xml"
+    xml.write_text(run.out, encoding="utf-8")
+    out = tmp_path / "back.cell"
+    run = jhctl(
+        capsys, "config", "from-xml", str(xml), "--system", str(board.system), "-o", str(out)
+    )
+    assert run.code == 0, run.err
+    assert str(out) in run.out
+    back = load_config(out)
+    assert isinstance(back, CellConfig)
+    assert back.name == "arm64-demo"
+    assert jhctl(capsys, "config", "check", str(board.system), str(out)).code == 0
+    doc = jhctl(capsys, "config", "to-xml", "--json", str(board.demo)).json()
+    assert isinstance(doc, dict)
+    assert doc["name"] == "arm64-demo"
+    assert doc["xml"].lstrip().startswith("<domain")
+
+
+def test_from_xml_bad_xml(capsys: pytest.CaptureFixture[str], board: Board, tmp_path: Path) -> None:
+    """XML that does not parse exits 2 and writes no output file."""
+    xml = tmp_path / "bad.xml"
+    xml.write_text("<domain type='jailhouse'><name>x</name>", encoding="utf-8")
+    out = tmp_path / "out.cell"
+    run = jhctl(
+        capsys, "config", "from-xml", str(xml), "--system", str(board.system), "-o", str(out)
+    )
+    assert run.code == 2
+    one_line(run.err)
+    assert not out.exists()
+    assert list(tmp_path.glob(".out.cell*")) == []
+
+
+def test_from_xml_notes_and_strict(
+    capsys: pytest.CaptureFixture[str], board: Board, tmp_path: Path
+) -> None:
+    """What the translation ignores is a note on stderr (and in --json); --strict refuses it."""
+    xml = jhctl(capsys, "config", "to-xml", str(board.demo)).out
+    disk = "<disk type='file' device='disk'><source file='/x.img'/><target dev='vda'/></disk>"
+    domain = tmp_path / "disk.xml"
+    domain.write_text(xml.replace("<devices>", "<devices>" + disk, 1), encoding="utf-8")
+    out = tmp_path / "disk.cell"
+    args = ("config", "from-xml", str(domain), "--system", str(board.system), "-o", str(out))
+    run = jhctl(capsys, *args)
+    assert run.code == 0
+    assert one_line(run.err).startswith("note: /domain/devices/disk")
+    doc = jhctl(capsys, "--json", *args).json()
+    assert isinstance(doc, dict)
+    assert [note.split(":")[0] for note in doc["notes"]] == ["/domain/devices/disk"]
+    out.unlink()
+    run = jhctl(capsys, *args, "--strict")
+    assert run.code == 2
+    assert "/domain/devices/disk" in one_line(run.err)
+    assert not out.exists()
+
+
+def test_from_xml_interrupted_exits_130(
+    capsys: pytest.CaptureFixture[str],
+    board: Board,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C while reading the XML from stdin exits 130 without a message."""
+
+    class InterruptedStdin(io.StringIO):
+        def read(self, _size: int | None = -1) -> str:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(sys, "stdin", InterruptedStdin())
+    run = jhctl(
+        capsys, "config", "from-xml", "-", "--system", str(board.system), "-o", str(tmp_path / "o")
+    )
+    assert run.code == 130
+    assert run.err == ""
 
 
 def test_debug_adds_a_traceback(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

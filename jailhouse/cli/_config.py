@@ -67,12 +67,28 @@ def register(verbs: Verbs) -> None:
         description="Translate a libvirt domain XML into a binary cell config for the "
         "system config given with --system (which knows the machine's memory, CPUs and "
         "interrupt controller).",
-        examples=["jhctl config from-xml demo.xml --system sys.cell -o demo.cell"],
+        examples=[
+            "jhctl config from-xml demo.xml --system sys.cell -o demo.cell",
+            "jhctl config from-xml linux.xml --system sys.cell --defined demo.cell -o linux.cell",
+        ],
     )
     p.add_argument("xml", metavar="DOMAIN.xml", help="the domain XML ('-' for stdin)")
     p.add_argument("--system", required=True, metavar="SYSTEM.cell", help="the system config")
     p.add_argument(
         "-o", "--output", required=True, metavar="CELL.cell", help="where to write the cell"
+    )
+    p.add_argument(
+        "--defined",
+        action="append",
+        default=[],
+        metavar="CELL.cell",
+        help="a cell already on the system: the new cell gets none of its CPUs or memory "
+        "and joins its ivshmem links (repeatable)",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse anything the translation would ignore or approximate",
     )
     p = config.add(
         "to-xml",
@@ -327,8 +343,10 @@ def _from_xml(args: argparse.Namespace, ctx: Context) -> int:
     from jailhouse.domxml import domain_to_cell  # noqa: PLC0415 - lxml loads here only
 
     system = load_system_file(args.system)
+    defined = [load_cell_file(path) for path in args.defined]
     xml = _read_text(args.xml)
-    cell = domain_to_cell(xml, system=system)
+    result = domain_to_cell(xml, system, defined=defined, strict=args.strict)
+    cell = result.config
     blob = cell.to_bytes()
     write_atomically(args.output, blob)
     doc = {
@@ -337,12 +355,18 @@ def _from_xml(args: argparse.Namespace, ctx: Context) -> int:
         "size": len(blob),
         "cpus": sorted(cell.cpus),
         "memory_regions": len(cell.mem_regions),
+        "boot": to_json(result.boot),
+        "uuid": result.uuid,
+        "notes": [str(note) for note in result.notes],
     }
+    for note in result.notes:
+        ctx.note(f"note: {note}")
+    boot = "" if result.boot.is_empty else f"; boot: {result.boot}"
     ctx.emit(
         doc,
         f"wrote {args.output}: cell {cell.name!r}, CPUs {format_cpus(cell.cpus) or 'none'}, "
-        f"{len(cell.mem_regions)} memory regions, {len(blob)} bytes "
-        f"(check it with: jhctl config check {args.system} {args.output})",
+        f"{len(cell.mem_regions)} memory regions, {len(blob)} bytes{boot}\n"
+        f"check it with: jhctl config check {args.system} {args.output}",
     )
     return EXIT_OK
 
