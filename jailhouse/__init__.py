@@ -27,6 +27,8 @@ if TYPE_CHECKING:
         validate_cell,
         validate_system,
     )
+    from jailhouse.console import ConsoleReader
+    from jailhouse.device import Device, KernelDevice
     from jailhouse.domxml import (
         BootImage,
         BootSpec,
@@ -51,8 +53,10 @@ if TYPE_CHECKING:
         TranslationError,
     )
     from jailhouse.hostcheck import CheckStatus, HostCheck, validate_host
+    from jailhouse.hypervisor import Cell, Hypervisor, Image, open  # noqa: A004 - jailhouse.open
     from jailhouse.inmates import park_inmate
     from jailhouse.selftest import SelftestError, Transcript, run_selftest, simulate_selftest
+    from jailhouse.sysfs import CellState, CellStatus, HypervisorStatus, SysfsReader
 
 __version__ = "0.1.0.dev0"
 
@@ -90,6 +94,17 @@ _EXPORTS: dict[str, str] = {
     "PermissionDeniedError": "jailhouse.errors",
     "StatusParseError": "jailhouse.errors",
     "TranslationError": "jailhouse.errors",
+    "ConsoleReader": "jailhouse.console",
+    "Device": "jailhouse.device",
+    "KernelDevice": "jailhouse.device",
+    "Cell": "jailhouse.hypervisor",
+    "Hypervisor": "jailhouse.hypervisor",
+    "Image": "jailhouse.hypervisor",
+    "open": "jailhouse.hypervisor",
+    "CellState": "jailhouse.sysfs",
+    "CellStatus": "jailhouse.sysfs",
+    "HypervisorStatus": "jailhouse.sysfs",
+    "SysfsReader": "jailhouse.sysfs",
     "CheckStatus": "jailhouse.hostcheck",
     "HostCheck": "jailhouse.hostcheck",
     "validate_host": "jailhouse.hostcheck",
@@ -105,21 +120,30 @@ __all__ = [
     "BootImage",
     "BootSpec",
     "BusyError",
+    "Cell",
     "CellConfig",
     "CellExistsError",
     "CellFlag",
     "CellNotFoundError",
+    "CellState",
+    "CellStatus",
     "CheckStatus",
     "ConfigError",
     "ConfigTooLargeError",
     "Console",
+    "ConsoleReader",
+    "Device",
     "DeviceError",
     "DeviceNotFoundError",
     "DomainTranslation",
     "Finding",
     "HostCheck",
+    "Hypervisor",
+    "HypervisorStatus",
+    "Image",
     "InvalidConfigError",
     "JailhouseError",
+    "KernelDevice",
     "MemFlag",
     "MemoryRegion",
     "NotEnabledError",
@@ -127,6 +151,7 @@ __all__ = [
     "SelftestError",
     "Severity",
     "StatusParseError",
+    "SysfsReader",
     "SystemConfig",
     "Transcript",
     "TranslationError",
@@ -136,6 +161,7 @@ __all__ = [
     "check_configs",
     "domain_to_cell",
     "load_config",
+    "open",
     "park_inmate",
     "run_selftest",
     "simulate_selftest",
