@@ -121,18 +121,22 @@ class Hypervisor:
     Args:
         device: The open device (:class:`~jailhouse.device.KernelDevice`, or a
             simulated host's ``FakeDevice``).
-        sysfs: The reader of the device's sysfs tree; by default one on
-            ``device.sysfs_root``.
+        sysfs: The reader of the device's sysfs tree, or the directory that plays
+            ``/sys``; by default ``device.sysfs_root``.
 
     Attributes:
         device: The device.
         sysfs: The sysfs reader.
     """
 
-    def __init__(self, device: Device, *, sysfs: SysfsReader | None = None) -> None:
+    def __init__(
+        self, device: Device, *, sysfs: SysfsReader | str | os.PathLike[str] | None = None
+    ) -> None:
         """Wrap an open device; nothing is read yet."""
         self.device = device
-        self.sysfs = sysfs if sysfs is not None else SysfsReader(device.sysfs_root)
+        if sysfs is None:
+            sysfs = device.sysfs_root
+        self.sysfs = sysfs if isinstance(sysfs, SysfsReader) else SysfsReader(sysfs)
 
     @property
     def arch(self) -> Arch:

@@ -24,6 +24,7 @@ from jailhouse.config.model import format_cpus, parse_cpus
 from jailhouse.errors import DeviceNotFoundError, StatusParseError, error_for_errno
 
 if TYPE_CHECKING:
+    import os
     from collections.abc import Mapping
 
 __all__ = [
@@ -208,7 +209,7 @@ class SysfsReader:
         root: The directory that plays ``/sys``.
     """
 
-    def __init__(self, root: str | Path = "/sys") -> None:
+    def __init__(self, root: str | os.PathLike[str] = "/sys") -> None:
         """Remember the sysfs root; nothing is read yet."""
         self.root = Path(root)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import doctest
 import errno
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 import pytest
 from backends import CELL_RAM, HOST_CPUS, Backend, cell_config, system_config
@@ -20,7 +20,7 @@ import jailhouse.hypervisor
 from jailhouse import _abi
 from jailhouse.config.model import Arch, MemoryRegion
 from jailhouse.console import ConsoleReader
-from jailhouse.device import KernelDevice
+from jailhouse.device import Device, KernelDevice
 from jailhouse.errors import (
     BusyError,
     CellExistsError,
@@ -257,6 +257,14 @@ class RecordingDevice:
         """Close the wrapped device."""
         self.device.close()
 
+    def __enter__(self) -> Self:
+        """Return the device itself."""
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Close the device."""
+        self.close()
+
 
 def test_create_passes_the_exact_size(enabled: Backend) -> None:
     """A config file with trailing bytes is passed with its computed size only."""
@@ -266,11 +274,12 @@ def test_create_passes_the_exact_size(enabled: Backend) -> None:
     raw = _abi.cell_create_arg(blob)
     assert enabled.hv.device.ioctl(_abi.CELL_CREATE, raw.address) == -errno.ENOMEM
     recorder = RecordingDevice(enabled.host.device())
-    hv = Hypervisor(recorder)  # type: ignore[arg-type]
-    cell = hv.create_cell(blob)
+    assert isinstance(recorder, Device)
+    with Hypervisor(recorder, sysfs=enabled.host.sysfs_root) as hv:
+        cell = hv.create_cell(blob)
     assert recorder.sizes == [config.size]
+    assert recorder.device.closed
     assert enabled.snapshot().cell(cell.id).name == "inmate"
-    hv.close()
 
 
 # -- errno mapping -------------------------------------------------------------------
