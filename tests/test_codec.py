@@ -266,7 +266,8 @@ def test_old_six_byte_signatures() -> None:
     system = bytearray(pack_system(small_system()))
     system[0:8] = b"JHSYST" + struct.pack("<H", 13)
     err = parse_error(parse_system, bytes(system))
-    assert (err.field, err.value, err.offset) == ("revision", 13, 6)
+    assert (err.field, err.value, err.offset) == ("signature", b"JHSYS", 0)
+    assert "revision 13 or older" in err.reason
 
     # with revision 14 bytes the "T" lands in the architecture byte, as in the driver
     # (ABI sheet §8.13)
@@ -400,7 +401,7 @@ def test_pack_error_names_root_cell_field() -> None:
         ({"vpci_irq_base": 1 << 32}, "vpci_irq_base", 1 << 32),
         ({"stream_ids": (1, 1 << 32)}, "stream_ids[1]", 1 << 32),
         ({"pio_regions": (PioRegion(0x10000, 1),)}, "pio_regions[0].base", 0x10000),
-        ({"irqchips": (IrqChip(0, pin_bitmap=(0, 0, 0)),)}, "irqchips[0]", (0, 0, 0)),  # type: ignore[arg-type]
+        ({"irqchips": (IrqChip(0, pin_bitmap=(0, 0, 0)),)}, "irqchips[0].pin_bitmap", (0, 0, 0)),  # type: ignore[arg-type]
         (
             {"pci_devices": (PciDevice(PciType.IVSHMEM, 0, shmem_peers=256),)},
             "pci_devices[0].shmem_peers",

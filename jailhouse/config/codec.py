@@ -185,7 +185,12 @@ def parse_system(data: bytes) -> SystemConfig:
 
 def _check_header(data: bytes, signature: bytes, *, old: bytes, what: str) -> Arch:
     """Check signature, revision and architecture; return the architecture."""
-    if data[:_SIGNATURE_LEN] != signature:
+    (revision,) = struct.unpack_from("<H", data, 6)
+    # "JHSYST" starts with "JHSYS": an old six-byte signature is told apart by its revision
+    # (with revision 14 the "T" is an architecture byte, which is what the driver sees).
+    if data[:_SIGNATURE_LEN] != signature or (
+        data[: len(old)] == old and revision != CONFIG_REVISION
+    ):
         if data[: len(old)] == old:
             reason = (
                 f"this is a {what} config of revision 13 or older ({old.decode()!r}); "
@@ -197,7 +202,6 @@ def _check_header(data: bytes, signature: bytes, *, old: bytes, what: str) -> Ar
         else:
             reason = f"not a Jailhouse {what} config (expected {signature.decode()!r})"
         raise InvalidConfigError("signature", data[:_SIGNATURE_LEN], reason, offset=0)
-    (revision,) = struct.unpack_from("<H", data, 6)
     if revision != CONFIG_REVISION:
         raise InvalidConfigError(
             "revision",
@@ -482,7 +486,12 @@ def _pack_cell_body(cell: CellConfig, head: bytes, *, prefix: str) -> bytes:
             _IRQCHIP,
             f"{prefix}irqchips[{i}].",
             ("address", "id", "pin_base", *(f"pin_bitmap[{w}]" for w in range(4))),
-            (c.address, c.id, c.pin_base, *_exact(c.pin_bitmap, 4, f"{prefix}irqchips[{i}]")),
+            (
+                c.address,
+                c.id,
+                c.pin_base,
+                *_exact(c.pin_bitmap, 4, f"{prefix}irqchips[{i}].pin_bitmap"),
+            ),
         )
         for i, c in enumerate(cell.irqchips)
     ]
