@@ -358,13 +358,11 @@ class Transcript:
             + row[-1]
             for row in rows
         ]
-        for step in self.failures:
-            expected = step.expected
-            lines.append(
-                f"step {step.index} ({step.op}): expected {expected.result}, state "
-                f"{expected.state or '-'}, root CPUs {_cpus_text(expected.root_cpus)}, cell "
-                f"CPUs {_cpus_text(expected.cell_cpus)}" + (f"; {step.note}" if step.note else "")
-            )
+        lines.extend(
+            f"step {step.index} ({step.op}): expected {_brief(step.expected)}; "
+            f"observed {_brief(step.observed)}" + (f"; {step.note}" if step.note else "")
+            for step in self.failures
+        )
         lines.extend(f"cleanup: {item}" for item in self.cleanup)
         failed = len(self.failures)
         verdict = "PASSED" if self.passed else f"FAILED ({failed} of {len(self.steps)} steps)"
@@ -379,6 +377,14 @@ def _show(value: object) -> str:
     if isinstance(value, Observation):
         return str(value.to_json())
     return repr(value)
+
+
+def _brief(obs: Observation) -> str:
+    """Render an observation in one phrase for a failure line."""
+    return (
+        f"{obs.result}, state {obs.state or '-'}, root CPUs {_cpus_text(obs.root_cpus)}, "
+        f"cell CPUs {_cpus_text(obs.cell_cpus)}"
+    )
 
 
 def _cpus_text(cpus: str | None) -> str:
