@@ -55,6 +55,7 @@ from jailhouse.sim import SimHost
 if TYPE_CHECKING:
     from _pytest.mark.structures import MarkDecorator
 
+    from jailhouse.device import Device
     from jailhouse.sim import HostSnapshot
 
 __all__ = [
@@ -157,12 +158,15 @@ class Backend:
         hv: The hypervisor under test.
         host: The simulated host: controls and ground truth.
         arch: The host's architecture.
+        open_device: Opens another file of the same device (a fresh console position,
+            as a new ``open()`` of ``/dev/jailhouse`` has); the caller closes it.
     """
 
     name: str
     hv: Hypervisor
     host: SimHost
     arch: Arch
+    open_device: Callable[[], Device]
 
     def system(self, cpus: frozenset[int] | None = None, *, console: bool = True) -> SystemConfig:
         """Return a system config for this host (see :func:`system_config`)."""
@@ -193,7 +197,7 @@ def _sim_backend(root: Path, arch: Arch, cpus: int) -> Iterator[Backend]:
     """Run the hypervisor on the simulator's in-process FakeDevice."""
     host = SimHost(root, arch=arch, cpus=cpus)
     with Hypervisor(host.device()) as hv:
-        yield Backend("sim", hv, host, arch)
+        yield Backend("sim", hv, host, arch, host.device)
 
 
 BACKENDS: dict[str, tuple[BackendFactory, tuple[MarkDecorator, ...]]] = {

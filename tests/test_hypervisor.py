@@ -190,7 +190,7 @@ def test_enable_refuses_foreign_arch(backend: Backend) -> None:
     system = system.replace(
         arch=foreign,
         root_cell=system.root_cell.replace(arch=foreign),
-        platform=Backend("x", backend.hv, backend.host, foreign).system().platform,
+        platform=system_config(foreign).platform,
     )
     with pytest.raises(ConfigError) as info:
         backend.hv.enable(system)
@@ -221,10 +221,8 @@ def test_create_guards_the_driver_arch_bug(enabled: Backend) -> None:
 
 def test_create_reports_success_without_a_cell(enabled: Backend) -> None:
     """A device whose arch is wrong lets the bug through; create_cell then says so."""
-    device = enabled.hv.device
-    assert isinstance(device, FakeDevice)
     wrong = other_arch(enabled.arch)
-    device.arch = wrong  # as a KernelDevice opened with the wrong arch= would be
+    enabled.hv.device.arch = wrong  # as a KernelDevice opened with the wrong arch= would be
     with pytest.raises(DeviceError) as info:
         enabled.hv.create_cell(enabled.cell("ghost").replace(arch=wrong))
     assert "reported success but made no cell" in str(info.value)
@@ -233,9 +231,9 @@ def test_create_reports_success_without_a_cell(enabled: Backend) -> None:
 
 
 class RecordingDevice:
-    """A FakeDevice wrapper that records the CREATE requests' config_size on their way."""
+    """A Device wrapper that records the CREATE requests' config_size on their way."""
 
-    def __init__(self, device: FakeDevice) -> None:
+    def __init__(self, device: Device) -> None:
         """Wrap the device."""
         self.device = device
         self.sysfs_root = device.sysfs_root
@@ -273,12 +271,11 @@ def test_create_passes_the_exact_size(enabled: Backend) -> None:
     blob = config.to_bytes() + bytes(5 << 20)
     raw = _abi.cell_create_arg(blob)
     assert enabled.hv.device.ioctl(_abi.CELL_CREATE, raw.address) == -errno.ENOMEM
-    recorder = RecordingDevice(enabled.host.device())
+    recorder = RecordingDevice(enabled.open_device())
     assert isinstance(recorder, Device)
-    with Hypervisor(recorder, sysfs=enabled.host.sysfs_root) as hv:
+    with Hypervisor(recorder) as hv:
         cell = hv.create_cell(blob)
     assert recorder.sizes == [config.size]
-    assert recorder.device.closed
     assert enabled.snapshot().cell(cell.id).name == "inmate"
 
 
@@ -600,7 +597,7 @@ def test_console_wraparound_is_counted(enabled: Backend) -> None:
     cell.start()
     total = enabled.snapshot().console_total
     assert total > 2048
-    with enabled.host.device() as device:
+    with enabled.open_device() as device:
         reader = ConsoleReader(device)
         first = reader.read_bytes()
         assert first == f"<missed {total - 2048} bytes of console log>\n".encode()
@@ -614,7 +611,7 @@ def test_console_read_drains_marker_and_data(enabled: Backend) -> None:
     """read() returns the marker line followed by the ring in one string."""
     enabled.host.script_cell("chatty", console=b"z" * 3000)
     enabled.hv.create_cell(enabled.cell("chatty", console=True)).start()
-    with enabled.host.device() as device:
+    with enabled.open_device() as device:
         text = ConsoleReader(device).read()
     assert text.startswith("<missed ")
     assert text.endswith("z" * 100)
