@@ -44,7 +44,9 @@ class ConsoleReader:
     The reader does not own the device: close the device (or the
     :class:`~jailhouse.hypervisor.Hypervisor`) when done.  The driver keeps the read
     position per open file, so a reader on a fresh device starts at the beginning of
-    the ring.
+    the ring.  Non-blocking reads never reset that position: a file kept open across
+    a disable and the next enable reads a bogus missed-bytes line (a u32 underflow)
+    and stale bytes (ABI fact sheet §1), so open the device afresh after re-enabling.
 
     Args:
         device: The open device.
