@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from jailhouse.hypervisor import Cell, Hypervisor, Image, open  # noqa: A004 - jailhouse.open
     from jailhouse.inmates import park_inmate
     from jailhouse.selftest import SelftestError, Transcript, run_selftest, simulate_selftest
+    from jailhouse.sim import FakeDevice, SimHost
     from jailhouse.sysfs import CellState, CellStatus, HypervisorStatus, SysfsReader
 
 __version__ = "0.1.0.dev0"
@@ -105,6 +106,8 @@ _EXPORTS: dict[str, str] = {
     "CellStatus": "jailhouse.sysfs",
     "HypervisorStatus": "jailhouse.sysfs",
     "SysfsReader": "jailhouse.sysfs",
+    "FakeDevice": "jailhouse.sim",
+    "SimHost": "jailhouse.sim",
     "CheckStatus": "jailhouse.hostcheck",
     "HostCheck": "jailhouse.hostcheck",
     "validate_host": "jailhouse.hostcheck",
@@ -136,6 +139,7 @@ __all__ = [
     "DeviceError",
     "DeviceNotFoundError",
     "DomainTranslation",
+    "FakeDevice",
     "Finding",
     "HostCheck",
     "Hypervisor",
@@ -150,6 +154,7 @@ __all__ = [
     "PermissionDeniedError",
     "SelftestError",
     "Severity",
+    "SimHost",
     "StatusParseError",
     "SysfsReader",
     "SystemConfig",
