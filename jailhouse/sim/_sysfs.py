@@ -148,6 +148,8 @@ def _write(path: Path, entry: Entry) -> None:
     """Replace one file atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()  # a crash's leftover may be read-only
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         if entry.size is not None:
@@ -234,7 +236,10 @@ def read_tree(sys_root: Path) -> Tree:
                 if rel == _CORE:
                     tree[rel] = Entry(b"", mode, info.st_size)
                     continue
-                tree[rel] = Entry(path.read_bytes(), mode)
+                try:
+                    tree[rel] = Entry(path.read_bytes(), mode)
+                except PermissionError:  # a mode-000 console, not running as root
+                    tree[rel] = Entry(b"\0unreadable", mode)  # differs from any rendering
     return tree
 
 
