@@ -6,6 +6,7 @@ import argparse
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -14,9 +15,11 @@ from pathlib import Path
 import pytest
 
 from jailhouse.cli import build_parser, main
-from jailhouse.cli._base import cell_ref, parse_address, parse_image_spec
+from jailhouse.cli._base import Progress, cell_ref, parse_address, parse_image_spec
+from jailhouse.cli._device import read_images
 from jailhouse.config.model import CellConfig, MemFlag, format_cpus, load_config
 from jailhouse.examples import example_cells, example_files, example_system
+from jailhouse.sim import SimHost
 
 # -- helpers ------------------------------------------------------------------------------------
 
@@ -63,6 +66,11 @@ class Board:
     system: Path
     demo: Path
     linux: Path
+
+    @property
+    def sim(self) -> SimHost:
+        """The simulated host, for scripting inmates and looking at its state."""
+        return SimHost(self.root)
 
 
 @pytest.fixture
@@ -117,7 +125,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 def test_every_verb_has_help_with_an_example(capsys: pytest.CaptureFixture[str]) -> None:
     """Every verb answers ``--help`` with exit 0 and at least one example command line."""
     verbs = leaf_verbs(build_parser())
-    assert {("config", "show"), ("config", "check")} <= set(verbs)
+    assert {("enable",), ("cell", "list"), ("config", "check")} <= set(verbs)
     for path in verbs:
         run = jhctl(capsys, *path, "--help")
         assert run.code == 0, path
@@ -158,12 +166,12 @@ def test_import_does_not_load_heavy_modules() -> None:
 
 def test_usage_error_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     """A missing argument exits 2 with one stderr line that points at --help."""
-    run = jhctl(capsys, "config", "check")
+    run = jhctl(capsys, "cell", "load")
     assert run.code == 2
     assert run.out == ""
     line = one_line(run.err)
-    assert "SYSTEM.cell" in line
-    assert "jhctl config check --help" in line
+    assert "IMAGE" in line
+    assert "jhctl cell load --help" in line
 
 
 def test_unknown_verb_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -176,11 +184,14 @@ def test_unknown_verb_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
 def test_json_option_is_accepted_before_and_after_the_verb(
     capsys: pytest.CaptureFixture[str], board: Board
 ) -> None:
-    """``--json`` works before the verb and after it."""
+    """``--json`` and ``-c`` work before the verb and after it."""
     before = jhctl(capsys, "--json", "config", "show", str(board.demo))
     after = jhctl(capsys, "config", "show", str(board.demo), "--json")
     assert before.code == after.code == 0
     assert before.json() == after.json()
+    listed = jhctl(capsys, "cell", "list", "-c", board.uri, "--json")
+    assert listed.code == 0
+    assert listed.json() == []
 
 
 # -- argument helpers ---------------------------------------------------------------------------
@@ -216,6 +227,22 @@ def test_cell_ref() -> None:
     assert cell_ref("3") == 3
     assert cell_ref("demo") == "demo"
     assert cell_ref("3", by_name=True) == "3"
+
+
+def test_progress_draws_only_when_enabled(tmp_path: Path) -> None:
+    """The progress bar reaches 100% and ends its line when enabled, and prints nothing when not."""
+    image = tmp_path / "big.bin"
+    image.write_bytes(bytes(3 << 20))
+    shown = io.StringIO()
+    data = read_images([(image, 0)], Progress("reading", 3 << 20, stream=shown, enabled=True))
+    assert len(data[0][0]) == 3 << 20
+    text = shown.getvalue()
+    assert "100%" in text
+    assert "3.0/3.0 MiB" in text
+    assert text.endswith("\n")
+    quiet = io.StringIO()
+    read_images([(image, 0)], Progress("reading", 3 << 20, stream=quiet, enabled=False))
+    assert quiet.getvalue() == ""
 
 
 # -- config verbs -------------------------------------------------------------------------------
@@ -443,3 +470,326 @@ def test_debug_adds_a_traceback(capsys: pytest.CaptureFixture[str], tmp_path: Pa
     assert loud.code == 2
     assert "Traceback" in loud.err
     assert loud.err.splitlines()[-1] == quiet.err.strip()
+
+
+# -- device verbs on a simulated host -------------------------------------------------------------
+
+
+def test_missing_device_suggests_the_simulator(capsys: pytest.CaptureFixture[str]) -> None:
+    """Without the device node, every device verb exits 2 with one line suggesting sim://."""
+    for verb in (("cell", "list"), ("status",), ("enable", "x.cell"), ("console",)):
+        run = jhctl(
+            capsys, "-c", "jailhouse:///system?device=/nonexistent/jailhouse", "--json", *verb
+        )
+        assert run.code == 2, verb
+        assert run.out == ""
+        line = one_line(run.err)
+        assert "jailhouse driver is not loaded" in line or "x.cell" in line
+        if verb != ("enable", "x.cell"):
+            assert "sim:///" in line
+
+
+def test_bad_uri_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    """A URI with an unknown scheme is an input error."""
+    run = jhctl(capsys, "-c", "qemu:///system", "cell", "list")
+    assert run.code == 2
+    assert "qemu" in one_line(run.err)
+
+
+def test_uri_from_environment(
+    capsys: pytest.CaptureFixture[str], board: Board, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``$JAILHOUSE_URI`` names the host when -c is not given; -c wins over it."""
+    monkeypatch.setenv("JAILHOUSE_URI", board.uri)
+    assert jhctl(capsys, "enable", str(board.system)).code == 0
+    doc = jhctl(capsys, "status", "--json").json()
+    assert isinstance(doc, dict)
+    assert doc["enabled"] is True
+    run = jhctl(capsys, "-c", "jailhouse:///system?device=/nonexistent", "status")
+    assert run.code == 2
+
+
+def test_lifecycle_json(capsys: pytest.CaptureFixture[str], board: Board, tmp_path: Path) -> None:
+    """Every device verb works on a simulated host with --json; the states follow the driver's."""
+    c = ("-c", board.uri, "--json")
+    assert jhctl(capsys, *c, "enable", str(board.system)).json() == {
+        "enabled": True,
+        "system": "arm64-root",
+        "arch": "ARM64",
+    }
+    created = jhctl(capsys, *c, "cell", "create", str(board.demo)).json()
+    assert created == {"id": 1, "name": "arm64-demo"}
+    listed = jhctl(capsys, *c, "cell", "list").json()
+    assert listed == [
+        {
+            "id": 0,
+            "name": "arm64-root",
+            "state": "running",
+            "cpus_assigned": [0, 1, 2],
+            "cpus_failed": [],
+        },
+        {
+            "id": 1,
+            "name": "arm64-demo",
+            "state": "shut down",
+            "cpus_assigned": [3],
+            "cpus_failed": [],
+        },
+    ]
+    image = tmp_path / "inmate.bin"
+    image.write_bytes(bytes(range(16)))
+    loaded = jhctl(
+        capsys, *c, "cell", "load", "arm64-demo", f"{image}@0x100", f"{image}@512"
+    ).json()
+    assert loaded == {
+        "id": 1,
+        "name": "arm64-demo",
+        "images": [
+            {"file": str(image), "address": 0x100, "size": 16},
+            {"file": str(image), "address": 512, "size": 16},
+        ],
+    }
+    assert board.sim.snapshot().cell("arm64-demo").images == ((0x100, 16), (512, 16))
+    started = jhctl(capsys, *c, "cell", "start", "1").json()
+    assert started == {"id": 1, "name": "arm64-demo", "action": "start", "state": "running"}
+    stats = jhctl(capsys, *c, "cell", "stats", "arm64-demo").json()
+    assert isinstance(stats, dict)
+    assert stats["cpus_assigned"] == [3]
+    assert set(stats["per_cpu"]) == {"3"}
+    assert stats["statistics"]["total"] == stats["per_cpu"]["3"]["total"]
+    status = jhctl(capsys, *c, "status").json()
+    assert isinstance(status, dict)
+    assert status["enabled"] is True
+    assert status["cells"] == 2
+    assert 0 < status["mem_pool_used"] <= status["mem_pool_size"]
+    down = jhctl(capsys, *c, "cell", "shutdown", "arm64-demo").json()
+    assert down == {"id": 1, "name": "arm64-demo", "action": "shutdown", "state": "shut down"}
+    gone = jhctl(capsys, *c, "cell", "destroy", "arm64-demo").json()
+    assert gone == {"id": 1, "name": "arm64-demo", "action": "destroy", "state": None}
+    assert [cell["name"] for cell in jhctl(capsys, *c, "cell", "list").json()] == ["arm64-root"]
+    assert jhctl(capsys, *c, "disable").json() == {"enabled": False}
+    assert jhctl(capsys, *c, "cell", "list").json() == []
+
+
+def test_cell_list_table_has_upstream_columns(
+    capsys: pytest.CaptureFixture[str], board: Board
+) -> None:
+    """``cell list`` prints upstream's headings and column widths (%-8s%-24s%-18s%-24s%-24s)."""
+    jhctl(capsys, "-c", board.uri, "enable", str(board.system))
+    jhctl(capsys, "-c", board.uri, "cell", "create", str(board.demo))
+    run = jhctl(capsys, "-c", board.uri, "cell", "list")
+    assert run.code == 0
+    header, root, demo = run.out.splitlines()
+    assert header == f"{'ID':<8}{'Name':<24}{'State':<18}{'Assigned CPUs':<24}Failed CPUs"
+    assert root == f"{'0':<8}{'arm64-root':<24}{'running':<18}0-2"
+    assert demo == f"{'1':<8}{'arm64-demo':<24}{'shut down':<18}3"
+
+
+def test_refused_operations_exit_1(capsys: pytest.CaptureFixture[str], board: Board) -> None:
+    """What the driver refuses exits 1 with one line naming the operation and what to do."""
+    c = ("-c", board.uri)
+    run = jhctl(capsys, *c, "cell", "create", str(board.demo))
+    assert run.code == 1
+    assert "enable the hypervisor first" in one_line(run.err)
+    jhctl(capsys, *c, "enable", str(board.system))
+    run = jhctl(capsys, *c, "enable", str(board.system))
+    assert run.code == 1
+    assert "EBUSY" in one_line(run.err)
+    jhctl(capsys, *c, "cell", "create", str(board.demo))
+    run = jhctl(capsys, *c, "--json", "cell", "create", str(board.demo))
+    assert run.code == 1
+    assert run.out == ""
+    assert "EEXIST" in one_line(run.err)
+    run = jhctl(capsys, *c, "cell", "start", "no-such-cell")
+    assert run.code == 1
+    assert "no-such-cell" in one_line(run.err)
+
+
+def test_cell_config_with_foreign_arch_exits_2(
+    capsys: pytest.CaptureFixture[str], board: Board, tmp_path: Path
+) -> None:
+    """A cell config of another architecture is an input error, caught before the driver."""
+    jhctl(capsys, "-c", board.uri, "enable", str(board.system))
+    x86 = tmp_path / "x86-demo.cell"
+    x86.write_bytes(example_files("x86")["x86-demo.cell"])
+    run = jhctl(capsys, "-c", board.uri, "cell", "create", str(x86))
+    assert run.code == 2
+    assert "arch" in one_line(run.err)
+    assert [c["name"] for c in jhctl(capsys, "-c", board.uri, "--json", "cell", "list").json()] == [
+        "arm64-root"
+    ]
+
+
+def test_cell_named_by_digits(
+    capsys: pytest.CaptureFixture[str], board: Board, tmp_path: Path
+) -> None:
+    """An all-digit argument is an id; --name makes it a name."""
+    jhctl(capsys, "-c", board.uri, "enable", str(board.system))
+    named = example_cells("arm64")["arm64-demo"].replace(name="42")
+    path = tmp_path / "42.cell"
+    path.write_bytes(named.to_bytes())
+    assert jhctl(capsys, "-c", board.uri, "cell", "create", str(path)).code == 0
+    assert jhctl(capsys, "-c", board.uri, "cell", "destroy", "42").code == 1
+    run = jhctl(capsys, "-c", board.uri, "--json", "cell", "destroy", "--name", "42")
+    assert run.code == 0
+    assert run.json() == {"id": 1, "name": "42", "action": "destroy", "state": None}
+
+
+def test_cell_load_input_errors(
+    capsys: pytest.CaptureFixture[str], board: Board, tmp_path: Path
+) -> None:
+    """A bad address or a missing image exits 2 before anything is loaded."""
+    c = ("-c", board.uri)
+    jhctl(capsys, *c, "enable", str(board.system))
+    jhctl(capsys, *c, "cell", "create", str(board.demo))
+    image = tmp_path / "i.bin"
+    image.write_bytes(b"\x00" * 8)
+    run = jhctl(capsys, *c, "cell", "load", "arm64-demo", f"{image}@0xzz")
+    assert run.code == 2
+    assert "0xzz" in one_line(run.err)
+    missing = tmp_path / "missing.bin"
+    run = jhctl(capsys, *c, "cell", "load", "arm64-demo", str(image), str(missing))
+    assert run.code == 2
+    assert str(missing) in one_line(run.err)
+    assert board.sim.snapshot().cell("arm64-demo").images == ()
+    run = jhctl(capsys, *c, "cell", "load", "arm64-demo", f"{image}@0x7fff0000")
+    assert run.code == 1  # the driver refuses an address outside the loadable memory
+    assert "EINVAL" in one_line(run.err)
+
+
+def test_console_shows_what_the_inmate_printed(
+    capsys: pytest.CaptureFixture[str], board: Board, tmp_path: Path
+) -> None:
+    """``console`` prints the hypervisor console, and --json puts the text in one document."""
+    c = ("-c", board.uri)
+    jhctl(capsys, *c, "enable", str(board.system))
+    jhctl(capsys, *c, "cell", "create", str(board.demo))
+    board.sim.script_cell("arm64-demo", console=b"hello from the test inmate\n")
+    image = tmp_path / "i.bin"
+    image.write_bytes(b"\x00" * 8)
+    jhctl(capsys, *c, "cell", "load", "arm64-demo", str(image))
+    jhctl(capsys, *c, "cell", "start", "arm64-demo")
+    run = jhctl(capsys, *c, "console")
+    assert run.code == 0
+    assert "hello from the test inmate\n" in run.out
+    doc = jhctl(capsys, *c, "console", "--json").json()
+    assert isinstance(doc, dict)
+    assert "hello from the test inmate\n" in doc["text"]
+    assert doc["missed_bytes"] == 0
+    run = jhctl(capsys, *c, "console", "-f", "--json")
+    assert run.code == 2
+
+
+def test_cell_stats_refreshes(capsys: pytest.CaptureFixture[str], board: Board) -> None:
+    """``cell stats`` prints a frame per refresh with a rate column; --once prints one without."""
+    c = ("-c", board.uri)
+    jhctl(capsys, *c, "enable", str(board.system))
+    jhctl(capsys, *c, "cell", "create", str(board.demo))
+    jhctl(capsys, *c, "cell", "start", "arm64-demo")
+    run = jhctl(capsys, *c, "cell", "stats", "arm64-demo", "--count", "3", "--interval", "0")
+    assert run.code == 0
+    assert run.out.count("cell 'arm64-demo' (id 1): running, CPUs 3") == 3
+    header = next(line for line in run.out.splitlines() if line.startswith("COUNTER"))
+    assert header.split() == ["COUNTER", "TOTAL", "PER", "SEC", "cpu3"]
+    once = jhctl(capsys, *c, "cell", "stats", "1", "--once")
+    assert once.code == 0
+    rows = once.out.splitlines()
+    assert rows[2].split() == ["COUNTER", "TOTAL", "cpu3"]
+    assert rows[3].split()[0] == "total"
+    doc = jhctl(capsys, *c, "--json", "cell", "stats", "1").json()
+    assert isinstance(doc, dict)
+    assert rows[3].split()[1] == str(doc["statistics"]["total"])
+
+
+def test_stats_of_unknown_cell(capsys: pytest.CaptureFixture[str], board: Board) -> None:
+    """``cell stats`` of a cell that does not exist exits 1."""
+    jhctl(capsys, "-c", board.uri, "enable", str(board.system))
+    run = jhctl(capsys, "-c", board.uri, "cell", "stats", "7", "--once")
+    assert run.code == 1
+    assert "7" in one_line(run.err)
+
+
+# -- as a subprocess ----------------------------------------------------------------------------
+
+
+def test_subprocess_lifecycle(board: Board, tmp_path: Path) -> None:
+    """``python -m jailhouse`` drives the host named by $JAILHOUSE_URI, one process per call."""
+    env = {"JAILHOUSE_URI": board.uri}
+    assert jhctl_process("enable", str(board.system), env=env).code == 0
+    run = jhctl_process("--json", "cell", "create", str(board.demo), env=env)
+    assert run.code == 0, run.err
+    assert json.loads(run.out) == {"id": 1, "name": "arm64-demo"}
+    image = tmp_path / "i.bin"
+    image.write_bytes(b"\x01" * 8)
+    assert jhctl_process("cell", "load", "arm64-demo", f"{image}@0", env=env).code == 0
+    assert jhctl_process("cell", "start", "arm64-demo", env=env).code == 0
+    run = jhctl_process("cell", "list", "--json", env=env)
+    assert [(c["name"], c["state"]) for c in json.loads(run.out)] == [
+        ("arm64-root", "running"),
+        ("arm64-demo", "running"),
+    ]
+    run = jhctl_process("cell", "create", str(board.demo), env=env)
+    assert run.code == 1
+    assert "Traceback" not in run.err
+    one_line(run.err)
+    assert jhctl_process("disable", env=env).code == 0
+
+
+def test_subprocess_errors() -> None:
+    """As a process: the missing device exits 2, a usage error exits 2, each with one line."""
+    run = jhctl_process("-c", "jailhouse:///system?device=/nonexistent", "cell", "list")
+    assert run.code == 2
+    assert run.out == ""
+    assert "sim:///" in one_line(run.err)
+    run = jhctl_process("cell", "start")
+    assert run.code == 2
+    one_line(run.err)
+
+
+def test_console_follow_stops_cleanly_on_ctrl_c(board: Board) -> None:
+    """``console -f`` prints what the inmate writes and exits 0 on SIGINT."""
+    main(["-c", board.uri, "enable", str(board.system)])
+    main(["-c", board.uri, "cell", "create", str(board.demo)])
+    board.sim.script_cell("arm64-demo", console=b"greetings, follower\n")
+    main(["-c", board.uri, "cell", "start", "arm64-demo"])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jailhouse", "-c", board.uri, "console", "-f"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line == "greetings, follower\n":
+            break
+    proc.send_signal(signal.SIGINT)
+    rest, err = proc.communicate(timeout=60)
+    assert "greetings, follower\n" in seen
+    assert proc.returncode == 0
+    assert err == ""
+    del rest
+
+
+def test_cell_stats_stops_cleanly_on_ctrl_c(board: Board) -> None:
+    """``cell stats`` keeps refreshing until SIGINT, then exits 0 without a traceback."""
+    main(["-c", board.uri, "enable", str(board.system)])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jailhouse", "-c", board.uri, "cell", "stats", "0", "-i", "0.05"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    frames = 0
+    for line in proc.stdout:
+        if line.startswith("cell 'arm64-root'"):
+            frames += 1
+            if frames == 2:
+                break
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert frames == 2
+    assert proc.returncode == 0
+    assert err == ""
