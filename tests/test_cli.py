@@ -125,7 +125,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 def test_every_verb_has_help_with_an_example(capsys: pytest.CaptureFixture[str]) -> None:
     """Every verb answers ``--help`` with exit 0 and at least one example command line."""
     verbs = leaf_verbs(build_parser())
-    assert {("enable",), ("cell", "list"), ("config", "check")} <= set(verbs)
+    assert {("enable",), ("cell", "list"), ("config", "check"), ("demo",)} <= set(verbs)
     for path in verbs:
         run = jhctl(capsys, *path, "--help")
         assert run.code == 0, path
@@ -793,3 +793,106 @@ def test_cell_stats_stops_cleanly_on_ctrl_c(board: Board) -> None:
     assert frames == 2
     assert proc.returncode == 0
     assert err == ""
+
+
+# -- host-validate and demo ---------------------------------------------------------------------
+
+
+def test_host_validate_on_an_empty_root(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """On a root with no device, host-validate reports FAIL and exits 1; --json lists the checks."""
+    run = jhctl(capsys, "host-validate", "--root", str(tmp_path))
+    assert run.code == 1
+    device = next(line for line in run.out.splitlines() if line.split()[1:2] == ["device"])
+    assert device.startswith("FAIL")
+    doc = jhctl(capsys, "host-validate", "--root", str(tmp_path), "--json").json()
+    assert isinstance(doc, dict)
+    statuses = {check["name"]: check["status"] for check in doc["checks"]}
+    assert statuses["device"] == "FAIL"
+    assert doc["failed"] == sum(1 for s in statuses.values() if s == "FAIL")
+    run = jhctl(capsys, "host-validate", "--root", str(tmp_path / "missing"))
+    assert run.code == 2
+
+
+def test_demo(capsys: pytest.CaptureFixture[str]) -> None:
+    """``jhctl demo`` runs every step on a temporary simulated host, shows the greeting, exits 0."""
+    run = jhctl(capsys, "demo")
+    assert run.code == 0, run.err
+    titles = [line for line in run.out.splitlines() if line.startswith("== ")]
+    assert len(titles) == 10
+    assert "Hello from arm64-demo" in run.out
+    assert f"{'1':<8}{'arm64-demo':<24}{'running':<18}3" in run.out
+    assert "<domain" in run.out
+    lines = run.out.splitlines()
+    directory = Path(lines[lines.index(next(x for x in lines if x.endswith("run in"))) + 1].strip())
+    assert directory.name.startswith("jhctl-demo-")
+    assert not directory.exists()
+
+
+def test_demo_x86_json(capsys: pytest.CaptureFixture[str]) -> None:
+    """``jhctl demo --arch x86 --json`` prints one document with every step."""
+    run = jhctl(capsys, "demo", "--arch", "x86", "--json")
+    assert run.code == 0, run.err
+    doc = run.json()
+    assert isinstance(doc, dict)
+    assert doc["arch"] == "x86"
+    assert [step["step"] for step in doc["steps"]] == list(range(1, 11))
+    assert [(c["name"], c["state"]) for c in doc["cells_while_running"]] == [
+        ("x86-root", "running"),
+        ("x86-demo", "running"),
+    ]
+    assert doc["kept"] is False
+    assert not Path(doc["directory"]).exists()
+    console = next(step for step in doc["steps"] if step["command"] == "jhctl console")
+    assert "Hello from x86-demo" in console["output"]
+
+
+def test_demo_keep(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """``demo --keep DIR`` leaves host and configs for jhctl to use; a non-empty DIR is refused."""
+    keep = tmp_path / "kept"
+    assert jhctl(capsys, "demo", "--keep", str(keep)).code == 0
+    uri = f"sim://{keep / 'host'}"
+    run = jhctl(capsys, "-c", uri, "enable", str(keep / "arm64-root.cell"))
+    assert run.code == 0, run.err
+    assert jhctl(capsys, "-c", uri, "--json", "cell", "list").json()[0]["name"] == "arm64-root"
+    again = jhctl(capsys, "demo", "--keep", str(keep))
+    assert again.code == 2
+    assert "not an empty directory" in one_line(again.err)
+
+
+def test_demo_subprocess() -> None:
+    """``python -m jailhouse demo`` works as a fresh process, as the README's main command."""
+    run = jhctl_process("demo")
+    assert run.code == 0, run.err
+    assert "Hello from arm64-demo" in run.out
+    assert run.err == ""
+
+
+def test_selftest_on_a_simulated_host(capsys: pytest.CaptureFixture[str], board: Board) -> None:
+    """``selftest`` passes on a fresh simulated host, agrees with the simulator, and disables it."""
+    run = jhctl(
+        capsys,
+        "-c",
+        board.uri,
+        "selftest",
+        str(board.system),
+        str(board.demo),
+        "--compare-sim",
+        "--json",
+    )
+    assert run.code == 0, run.err
+    doc = run.json()
+    assert isinstance(doc, dict)
+    assert all(step["passed"] for step in doc["steps"])
+    assert doc["differences_from_sim"] == []
+    assert jhctl(capsys, "-c", board.uri, "--json", "status").json()["enabled"] is False
+
+
+def test_selftest_refuses_a_busy_host(capsys: pytest.CaptureFixture[str], board: Board) -> None:
+    """``selftest`` on a hypervisor holding another cell exits 1 and changes nothing."""
+    jhctl(capsys, "-c", board.uri, "enable", str(board.system))
+    jhctl(capsys, "-c", board.uri, "cell", "create", str(board.linux))
+    run = jhctl(capsys, "-c", board.uri, "selftest", str(board.system), str(board.demo))
+    assert run.code == 1
+    one_line(run.err)
+    names = [c["name"] for c in jhctl(capsys, "-c", board.uri, "--json", "cell", "list").json()]
+    assert names == ["arm64-root", "arm64-linux"]
