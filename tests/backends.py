@@ -10,12 +10,16 @@ is underneath, so a new backend runs every one of them.
 Backends today:
 
 - ``sim``: the simulator's :class:`~jailhouse.sim.FakeDevice`, in process.
+- ``fuse``: the unchanged kernel backend (:class:`~jailhouse.device.KernelDevice`, opened
+  by ``jailhouse.open("jailhouse:///system?device=...&console=...&sysfs=...")``) on a
+  FUSE-mocked ``/dev/jailhouse`` (:class:`jailhouse.testing.FuseDevice`) serving the same
+  kind of simulated host from another process, so every ioctl and console read goes
+  through the kernel.  Marked ``fuse``; skipped, with the reason, where ``/dev/fuse`` or
+  ``fusermount3`` is missing or the tests do not run as root.
 
-A later one (the FUSE-mocked ``/dev/jailhouse``) adds a factory to :data:`BACKENDS`: a
-context manager that takes ``(root, arch, cpus)``, starts its device around a
-``SimHost(root, arch=arch, cpus=cpus)``, yields a :class:`Backend` (for instance with
-``hv = jailhouse.open("jailhouse:///system?device=...&console=...&sysfs=...&arch=...")``),
-and tears everything down on exit; plus the marks it needs (``pytest.mark.fuse``).
+A new backend adds a factory to :data:`BACKENDS`: a context manager that takes
+``(root, arch, cpus)``, starts its device around a ``SimHost(root, arch=arch, cpus=cpus)``,
+yields a :class:`Backend`, and tears everything down on exit; plus the marks it needs.
 
 Each backend runs on an arm64 and an x86 host with 4 CPUs (test ids such as
 ``sim-arm64``).  Test cells use CPUs 1-3 only: x86 cannot give CPU 0 away.
@@ -200,8 +204,23 @@ def _sim_backend(root: Path, arch: Arch, cpus: int) -> Iterator[Backend]:
         yield Backend("sim", hv, host, arch, host.device)
 
 
+@contextmanager
+def _fuse_backend(root: Path, arch: Arch, cpus: int) -> Iterator[Backend]:
+    """Run the unchanged kernel backend on a FUSE-mocked device (another process)."""
+    import jailhouse
+    from jailhouse.testing import FuseDevice, fuse_unavailable
+
+    reason = fuse_unavailable()
+    if reason is not None:
+        pytest.skip(f"FUSE backend: {reason}")
+    host = SimHost(root, arch=arch, cpus=cpus)
+    with FuseDevice(root, root.parent / "mnt") as fuse, jailhouse.open(fuse.uri) as hv:
+        yield Backend("fuse", hv, host, arch, fuse.open_device)
+
+
 BACKENDS: dict[str, tuple[BackendFactory, tuple[MarkDecorator, ...]]] = {
     "sim": (_sim_backend, ()),
+    "fuse": (_fuse_backend, (pytest.mark.fuse,)),
 }
 """Backend name -> (factory, marks).  A factory takes the host root, arch and CPU count."""
 
