@@ -47,10 +47,16 @@ class Device(Protocol):
             ``sysfs_root / "devices/system/cpu/online"``.
         arch: The host's architecture.  The driver answers a CREATE whose arch byte
             differs with success and creates nothing, so callers check it first.
+            ``None`` only for a simulated host whose architecture is not fixed yet (it
+            takes the arch of the first system config it is enabled with).
     """
 
     sysfs_root: Path
-    arch: Arch
+
+    @property
+    def arch(self) -> Arch | None:
+        """The host's architecture (``None``: a simulated host not enabled yet)."""
+        ...
 
     def ioctl(self, request: int, arg: int = 0) -> int:
         """Issue an ioctl.

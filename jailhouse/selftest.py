@@ -853,7 +853,7 @@ def _preflight(
     address: int | None,
 ) -> tuple[bytes, int]:
     """Check the configs and the hypervisor before touching anything; return image and address."""
-    if system.arch != hv.arch:
+    if hv.arch is not None and system.arch != hv.arch:
         raise ConfigError(
             "arch", system.arch.name, f"the system config is not for this {hv.arch.name} host"
         )

@@ -758,3 +758,20 @@ def test_lazy_exports() -> None:
     assert jailhouse.open is jailhouse.hypervisor.open
     assert jailhouse.Hypervisor is Hypervisor
     assert "open" in jailhouse.__all__
+
+
+@pytest.mark.parametrize("arch", [Arch.ARM64, Arch.X86])
+def test_unfixed_sim_host_takes_arch_from_first_enable(tmp_path: Path, arch: Arch) -> None:
+    """A sim:/// host opened without arch= takes the first system config's arch and CPUs."""
+    with jailhouse.open(f"sim://{tmp_path}") as hv:
+        assert hv.arch is None
+        hv.enable(system_config(arch))
+        assert hv.arch == arch
+        assert hv.status().enabled
+        # from now on the guard applies: a cell of the other arch is refused before CREATE
+        other = Arch.X86 if arch == Arch.ARM64 else Arch.ARM64
+        with pytest.raises(ConfigError) as info:
+            hv.create_cell(cell_config(arch).replace(arch=other))
+        assert info.value.field == "arch"
+    with jailhouse.open(f"sim://{tmp_path}") as again:
+        assert again.arch == arch  # fixed for good, also for a later process

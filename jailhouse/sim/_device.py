@@ -15,7 +15,6 @@ import threading
 from typing import TYPE_CHECKING, Self
 
 from jailhouse._usermem import read_user
-from jailhouse.config.model import Arch
 from jailhouse.errors import error_for_errno
 from jailhouse.sim._host import ConsoleCursor, SimHost, dispatch_ioctl
 
@@ -23,16 +22,10 @@ if TYPE_CHECKING:
     from pathlib import Path
     from types import TracebackType
 
+    from jailhouse.config.model import Arch
     from jailhouse.device import Device
 
 __all__ = ["FakeDevice"]
-
-
-def _machine_arch() -> Arch:
-    try:
-        return Arch.from_name(os.uname().machine)
-    except ValueError:
-        return Arch.X86
 
 
 class FakeDevice:
@@ -49,15 +42,15 @@ class FakeDevice:
     Attributes:
         host: The simulated host.
         sysfs_root: The host's ``sys`` directory.
-        arch: The host's architecture; until the host knows it (before its first enable
-            when it was created without ``arch``), the running machine's.
+        arch: The host's architecture; ``None`` until the host knows it (before its
+            first enable when it was created without ``arch``).
     """
 
     def __init__(self, host: SimHost) -> None:
         """Open a file of the simulated device."""
         self.host = host
         self.sysfs_root: Path = host.sysfs_root
-        self.arch: Arch = host.arch or _machine_arch()
+        self.arch: Arch | None = host.arch
         self._cursor = ConsoleCursor()
         self._interrupt = threading.Event()
         self._closed = False
@@ -89,7 +82,8 @@ class FakeDevice:
         result = dispatch_ioctl(
             self.host, request, arg, lambda address, size: read_user(pid, address, size)
         )
-        self.arch = self.host.arch or self.arch
+        if self.arch is None:  # an enable may have fixed it (Arch.X86 is 0: no `or` here)
+            self.arch = self.host.arch
         return result
 
     def read(self, count: int, *, nonblock: bool = False) -> bytes:
