@@ -10,11 +10,11 @@ import argparse
 import enum
 import os
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NoReturn, Protocol, TextIO
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
+    from pathlib import Path
 
     from jailhouse.config.model import CellConfig, SystemConfig
     from jailhouse.hypervisor import Hypervisor
@@ -323,6 +323,8 @@ def parse_image_spec(text: str) -> tuple[Path, int]:
     Raises:
         CliError: The address is not a number (exit 2).
     """
+    from pathlib import Path  # noqa: PLC0415 - kept off the cold start
+
     path, sep, addr = text.rpartition("@")
     if not sep:
         return Path(text), 0
@@ -358,6 +360,8 @@ def load_config_file(path: str | os.PathLike[str]) -> CellConfig | SystemConfig:
         CliError: The file is not a valid config (exit 2).
         OSError: It cannot be read.
     """
+    from pathlib import Path  # noqa: PLC0415 - kept off the cold start
+
     from jailhouse.config.model import load_config  # noqa: PLC0415
     from jailhouse.errors import ConfigError  # noqa: PLC0415
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jailhouse.cli._base import (
@@ -312,6 +311,7 @@ def _finding_document(finding: Finding) -> dict[str, Any]:
 
 def _read_text(path: str) -> str:
     import sys  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415 - kept off the cold start
 
     if path == "-":
         return sys.stdin.read()
@@ -325,6 +325,7 @@ def write_atomically(path: str | os.PathLike[str], data: bytes) -> None:
         OSError: The file cannot be written.
     """
     import tempfile  # noqa: PLC0415 - kept off the cold start
+    from pathlib import Path  # noqa: PLC0415
 
     target = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from jailhouse.cli._base import (
@@ -18,6 +16,7 @@ from jailhouse.cli._base import (
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Callable
+    from pathlib import Path
 
     from jailhouse.examples import ExampleArch
     from jailhouse.hostcheck import HostCheck
@@ -29,7 +28,7 @@ _XML_PREVIEW_LINES: Final = 14
 
 
 def register(verbs: Verbs) -> None:
-    """Add ``demo``, ``host-validate`` and, when :mod:`jailhouse.selftest` exists, ``selftest``."""
+    """Add ``demo``, ``host-validate`` and ``selftest``."""
     p = verbs.add(
         "demo",
         _demo,
@@ -63,8 +62,7 @@ def register(verbs: Verbs) -> None:
     p.add_argument(
         "--root", default="/", metavar="DIR", help="the directory that plays / (default /)"
     )
-    if importlib.util.find_spec("jailhouse.selftest") is not None:
-        _register_selftest(verbs)
+    _register_selftest(verbs)
 
 
 # -- host-validate ------------------------------------------------------------------------------
@@ -78,6 +76,8 @@ def _check_line(check: HostCheck) -> str:
 
 
 def _host_validate(args: argparse.Namespace, ctx: Context) -> int:
+    from pathlib import Path  # noqa: PLC0415 - kept off the cold start
+
     from jailhouse.hostcheck import CheckStatus, summarize, validate_host  # noqa: PLC0415
 
     root = Path(args.root)
@@ -101,7 +101,7 @@ def _host_validate(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _register_selftest(verbs: Verbs) -> None:
-    """Add ``selftest``; called only when :mod:`jailhouse.selftest` is installed."""
+    """Add ``selftest``; :mod:`jailhouse.selftest` loads only when it runs."""
     p = verbs.add(
         "selftest",
         _selftest,
@@ -200,6 +200,7 @@ class _Story:
 def _prepare_dir(keep: str | None) -> tuple[Path, bool]:
     """Return the demo's directory and whether to remove it afterwards."""
     import tempfile  # noqa: PLC0415 - kept off the cold start
+    from pathlib import Path  # noqa: PLC0415
 
     if keep is None:
         return Path(tempfile.mkdtemp(prefix="jhctl-demo-")), True
