@@ -795,6 +795,40 @@ def test_cell_stats_stops_cleanly_on_ctrl_c(board: Board) -> None:
     assert err == ""
 
 
+def test_large_load_shows_progress_only_on_a_terminal(board: Board, tmp_path: Path) -> None:
+    """Loading a 9 MiB image draws a progress bar on a terminal and nothing when piped."""
+    import pty
+
+    main(["-c", board.uri, "enable", str(board.system)])
+    main(["-c", board.uri, "cell", "create", str(board.linux)])
+    image = tmp_path / "kernel.bin"
+    image.write_bytes(bytes(9 << 20))
+    argv = [sys.executable, "-m", "jailhouse", "-c", board.uri, "cell", "load"]
+    argv += ["arm64-linux", f"{image}@0x70000000"]
+    piped = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stderr == ""
+    controller, terminal = pty.openpty()
+    with subprocess.Popen(argv, stdout=terminal, stderr=terminal) as proc:
+        os.close(terminal)
+        chunks = []
+        while True:
+            try:
+                data = os.read(controller, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        os.close(controller)
+    assert proc.returncode == 0
+    shown = b"".join(chunks).decode()
+    assert "reading images [" in shown
+    assert "100% 9.0/9.0 MiB" in shown
+    assert f"loaded {image} (9437184 bytes) at 0x70000000" in shown
+    assert board.sim.snapshot().cell("arm64-linux").images == ((0x70000000, 9 << 20),)
+
+
 # -- host-validate and demo ---------------------------------------------------------------------
 
 
