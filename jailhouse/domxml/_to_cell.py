@@ -39,6 +39,7 @@ from jailhouse.domxml._xml import (
     parse_pci_number,
     parse_scaled,
     path_of,
+    scaled_bytes,
     text_of,
 )
 from jailhouse.errors import TranslationError
@@ -214,6 +215,7 @@ class _Translator:
         self.defined = defined
         self.pool_arg = pool
         self._notes: list[tuple[int, int, TranslationNote]] = []
+        self._order = {el: i for i, el in enumerate(root.iter())}
         self.devices = root.find("devices")
         self.meta, ignored = read_metadata(root)
         for el, reason in ignored:
@@ -234,9 +236,9 @@ class _Translator:
         path = attr_path(where, attr) if attr is not None else path_of(where)
         if child is not None:
             path = f"{path}/{child}"
-        line = int(getattr(where, "sourceline", 0) or 0)  # lxml-stubs mistype it
+        position = self._order.get(where, len(self._order))
         note = TranslationNote(path, reason, None if value is None else str(value))
-        self._notes.append((line, len(self._notes), note))
+        self._notes.append((position, len(self._notes), note))
 
     @property
     def notes(self) -> tuple[TranslationNote, ...]:
@@ -786,16 +788,25 @@ class _Translator:
     # -- memory ------------------------------------------------------------------------------
 
     def _memory_size(self, meta: Metadata) -> tuple[int, int]:
-        """Return the memory the domain asks for: in KiB, and in bytes rounded to pages."""
+        """Return the memory the domain asks for: in KiB, and in bytes rounded to pages.
+
+        As libvirt: ``<memory>`` in any unit, rounded up to KiB; when it is missing or 0,
+        the total of the guest NUMA cells.
+        """
         el = self.root.find("memory")
-        if el is None:
-            return self._numa_memory()
-        kib = -(-parse_scaled(el, default_unit=1024) // 1024)
+        kib = 0 if el is None else -(-parse_scaled(el, default_unit=1024) // 1024)
+        source = el
         if kib == 0:
-            raise TranslationError(path_of(el), text_of(el), "the memory size must not be 0")
+            kib, source = self._numa_kib()
+        if kib == 0 or source is None:
+            raise TranslationError(
+                "/domain/memory",
+                None if el is None else text_of(el),
+                "a domain needs a memory size: <memory> above 0, or NUMA cells with memory",
+            )
         if kib > MAX_MEMORY_KIB:
             raise TranslationError(
-                path_of(el), text_of(el), f"larger than libvirt's limit of {MAX_MEMORY_KIB} KiB"
+                path_of(source), kib, f"larger than libvirt's limit of {MAX_MEMORY_KIB} KiB"
             )
         current = self.root.find("currentMemory")
         if current is not None:
@@ -809,27 +820,31 @@ class _Translator:
         size = kib * 1024
         if meta.mem_regions is None and size % PAGE_SIZE:
             self.note(
-                el,
+                source,
                 f"rounded up to whole 4 KiB pages ({_page_up(size) // 1024} KiB)",
-                text_of(el),
+                f"{kib} KiB",
             )
         return kib, _page_up(size)
 
-    def _numa_memory(self) -> tuple[int, int]:
-        cells = self.root.findall("cpu/numa/cell")
+    def _numa_kib(self) -> tuple[int, etree._Element | None]:
+        """Return the KiB total of the guest NUMA cells and the ``<numa>`` element."""
+        numa = self.root.find("cpu/numa")
+        if numa is None:
+            return 0, None
         total = 0
-        for cell in cells:
+        for cell in numa.findall("cell"):
             memory = cell.get("memory")
             if memory is None:
                 continue
-            fake = cell.makeelement("memory", {"unit": cell.get("unit", "KiB")})
-            fake.text = memory
-            total += -(-parse_scaled(fake, default_unit=1024) // 1024) * 1024
-        if not total:
-            raise TranslationError(
-                "/domain/memory", None, "a domain needs <memory> (or NUMA cells with memory)"
+            size = scaled_bytes(
+                memory,
+                cell.get("unit"),
+                where=attr_path(cell, "memory"),
+                unit_where=attr_path(cell, "unit"),
+                default_unit=1024,
             )
-        return total // 1024, _page_up(total)
+            total += -(-size // 1024)
+        return total, numa
 
     def _memory_and_devices(
         self,
@@ -879,11 +894,13 @@ class _Translator:
             return built
 
         memory = pool_for(self.system, self.defined, self.pool_arg)
+        size = memory_size[1]
+        base = self._allocate(memory, size, self.root.find("memory"), "the cell's RAM")
         if not explicit_pci:
             self._shmem_devices(shmems, memory, built)
             self._hostdevs(hostdevs, built, note_memory=True)
         self._console_region(console, built)
-        self._ram_layout(memory_size[1], boot, memory, built)
+        self._ram_layout(base, size, boot, built)
         return built
 
     def _allocate(
@@ -900,10 +917,10 @@ class _Translator:
             )
         return start
 
-    def _ram_layout(self, size: int, boot: BootSpec, memory: MemoryPool, built: _Built) -> None:
+    def _ram_layout(self, base: int, size: int, boot: BootSpec, built: _Built) -> None:
+        """Lay the RAM block at host ``base`` out as the architecture's boot code expects."""
         arch = self.system.arch
         where = "/domain/memory"
-        base = self._allocate(memory, size, self.root.find("memory"), "the cell's RAM")
         comm = MemoryRegion(0, COMM_REGION_VIRT.get(arch, 0x80000000), PAGE_SIZE,
                             MemFlag.READ | MemFlag.WRITE | MemFlag.COMM_REGION)  # fmt: skip
         if arch == Arch.X86:
@@ -1080,7 +1097,9 @@ class _Translator:
             if el.get("role") is not None:
                 self.note(el, "migration roles do not apply", el.get("role"), attr="role")
             address_el = el.find("address")
-            address = None if address_el is None else self._pci_address(address_el)
+            address = None
+            if address_el is not None and set(address_el.attrib) - {"type"}:
+                address = self._pci_address(address_el)  # libvirt drops "unassigned" ones
             out.append(_Shmem(el, model, size, vectors, address))
         return out
 

@@ -8,6 +8,7 @@ XXE or billion-laughs document is one clear error and never a file read.
 
 from __future__ import annotations
 
+import codecs
 import re
 from typing import TYPE_CHECKING, Final
 
@@ -30,6 +31,7 @@ __all__ = [
     "parse_pci_number",
     "parse_scaled",
     "path_of",
+    "scaled_bytes",
     "text_of",
 ]
 
@@ -42,7 +44,8 @@ MAX_DOCUMENT_BYTES: Final = 1 << 20
 LLONG_MAX: Final = (1 << 63) - 1
 """libvirt's limit for a scaled value in bytes."""
 
-_XML_DECLARATION: Final = re.compile(r"\A\s*<\?xml[^>]*\?>")
+_XML_DECLARATION: Final = re.compile(r"\A\ufeff?\s*<\?xml[^>]*\?>")
+_DOCTYPE: Final = re.compile(r"<!DOCTYPE[^>\[]*")
 _DECIMAL: Final = re.compile(r"[0-9]+")
 _HEX_OR_DECIMAL: Final = re.compile(r"0[xX][0-9a-fA-F]+|[0-9]+")
 _C_INTEGER: Final = re.compile(r"0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*")
@@ -54,6 +57,11 @@ MAX_CPU: Final = (1 << 20) - 1
 def parse_document(xml: str | bytes) -> etree._Element:
     """Parse a domain XML document safely and return its ``<domain>`` root.
 
+    The text is decoded and screened in Python first: a document type declaration is
+    refused before libxml2 sees it (libxml2 opens the files of external parameter entities
+    even with entity resolution and DTD loading off).  libxml2 then parses vetted UTF-8
+    with entities, DTDs and network access disabled.
+
     Args:
         xml: The document, as text or as encoded bytes.
 
@@ -61,20 +69,26 @@ def parse_document(xml: str | bytes) -> etree._Element:
         The root element.
 
     Raises:
-        TranslationError: The input is too large, not well-formed, declares a document
-            type (entities), or its root is not ``<domain>``.
+        TranslationError: The input is too large, not decodable or not well-formed,
+            declares a document type (entities), or its root is not ``<domain>``.
     """
     if isinstance(xml, str):
-        data = _XML_DECLARATION.sub("", xml, count=1).encode("utf-8", "surrogatepass")
+        _check_size(len(xml.encode("utf-8", "surrogatepass")))
+        text = xml
     elif isinstance(xml, bytes | bytearray | memoryview):
         data = bytes(xml)
+        _check_size(len(data))
+        text = _decode(data)
     else:
         raise TranslationError("/", type(xml).__name__, "domain XML must be str or bytes")
-    if len(data) > MAX_DOCUMENT_BYTES:
+    text = _XML_DECLARATION.sub("", text, count=1)
+    doctype = _DOCTYPE.search(text)
+    if doctype is not None:
         raise TranslationError(
             "/",
-            len(data),
-            f"the document is larger than {MAX_DOCUMENT_BYTES} bytes; refusing to parse it",
+            doctype.group(0).strip(),
+            "document type declarations are refused: their entities could read files or "
+            "expand without bound",
         )
     parser = etree.XMLParser(
         resolve_entities=False,
@@ -87,22 +101,13 @@ def parse_document(xml: str | bytes) -> etree._Element:
         collect_ids=False,
     )
     try:
-        root = etree.fromstring(data, parser)
+        root = etree.fromstring(text.encode("utf-8"), parser)
     except etree.XMLSyntaxError as exc:
         raise TranslationError("/", None, f"not well-formed XML: {exc}") from exc
-    except ValueError as exc:  # e.g. a str that is not text lxml accepts
+    except (ValueError, UnicodeError) as exc:
         raise TranslationError("/", None, f"not well-formed XML: {exc}") from exc
     if root is None:
         raise TranslationError("/", None, "the document is empty")
-    docinfo = root.getroottree().docinfo
-    doctype = str(getattr(docinfo, "doctype", "") or "")
-    if doctype or docinfo.internalDTD is not None:
-        raise TranslationError(
-            "/",
-            doctype or "<!DOCTYPE>",
-            "document type declarations are refused: their entities could read files or "
-            "expand without bound",
-        )
     for node in root.iter(etree.Entity):
         parent = node.getparent()
         raise TranslationError(
@@ -113,6 +118,58 @@ def parse_document(xml: str | bytes) -> etree._Element:
             "/" + _step(root), _tag_text(root), "expected a libvirt <domain> document"
         )
     return root
+
+
+def _check_size(size: int) -> None:
+    if size > MAX_DOCUMENT_BYTES:
+        raise TranslationError(
+            "/",
+            size,
+            f"the document is larger than {MAX_DOCUMENT_BYTES} bytes; refusing to parse it",
+        )
+
+
+_BOMS: Final = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+_NO_BOM: Final = (
+    (b"\x00\x00\x00<", "utf-32-be"),
+    (b"<\x00\x00\x00", "utf-32-le"),
+    (b"\x00<\x00?", "utf-16-be"),
+    (b"<\x00?\x00", "utf-16-le"),
+)
+_DECLARED_ENCODING: Final = re.compile(
+    rb"\s*<\?xml[^>]*?encoding\s*=\s*[\"']([A-Za-z][A-Za-z0-9._-]*)[\"']"
+)
+
+
+def _decode(data: bytes) -> str:
+    """Decode a document's bytes the way an XML parser detects the encoding."""
+    encoding = "utf-8"
+    body = data
+    for bom, name in _BOMS:
+        if data.startswith(bom):
+            encoding, body = name, data[len(bom) :]
+            break
+    else:
+        for start, name in _NO_BOM:
+            if data.startswith(start):
+                encoding = name
+                break
+        else:
+            declared = _DECLARED_ENCODING.match(data)
+            if declared is not None:
+                encoding = declared.group(1).decode("ascii")
+    try:
+        return body.decode(encoding)
+    except LookupError:
+        raise TranslationError("/", encoding, "unknown character encoding") from None
+    except UnicodeDecodeError as exc:
+        raise TranslationError("/", None, f"not well-formed XML: not {encoding}: {exc}") from exc
 
 
 def children(el: etree._Element) -> Iterator[etree._Element]:
@@ -252,12 +309,27 @@ def parse_scaled(el: etree._Element, *, default_unit: int) -> int:
         TranslationError: A bad number or unit, or more than libvirt's limit of
             2**63 - 1 bytes.
     """
-    where = path_of(el)
-    value = parse_decimal(text_of(el), where)
-    factor = scale_of(el.get("unit"), default_unit, attr_path(el, "unit"))
-    size = value * factor
+    return scaled_bytes(
+        text_of(el),
+        el.get("unit"),
+        where=path_of(el),
+        unit_where=attr_path(el, "unit"),
+        default_unit=default_unit,
+    )
+
+
+def scaled_bytes(
+    text: str, unit: str | None, *, where: str, unit_where: str, default_unit: int
+) -> int:
+    """Parse a number and a libvirt unit into bytes (see :func:`parse_scaled`).
+
+    Raises:
+        TranslationError: A bad number or unit, or more than 2**63 - 1 bytes.
+    """
+    value = parse_decimal(text, where)
+    size = value * scale_of(unit, default_unit, unit_where)
     if size > LLONG_MAX:
-        raise TranslationError(where, text_of(el), "larger than libvirt's limit of 2**63 - 1 bytes")
+        raise TranslationError(where, text, "larger than libvirt's limit of 2**63 - 1 bytes")
     return size
 
 
