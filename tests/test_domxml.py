@@ -1135,14 +1135,18 @@ def test_unrepresentable_names_travel_in_the_metadata() -> None:
         ({"domain_type": "KVM!"}, "/domain/@type"),
         ({"uuid": "xyz"}, "/domain/uuid"),
         ({"boot": BootSpec(kernel="/a\x01b")}, "/domain/os"),
+        ({"name": "\u20ac"}, "/domain/name"),
     ],
 )
 def test_cell_to_domain_refuses_what_xml_cannot_say(
     kwargs: dict[str, object], element: str
 ) -> None:
-    """A malformed domain type, uuid, or control characters in a boot path are errors."""
+    """A malformed domain type or uuid, a non-latin-1 name or a control character fail."""
+    cell = example_cells("x86")["x86-demo"]
+    if "name" in kwargs:
+        cell = cell.replace(name=kwargs.pop("name"))
     with pytest.raises(TranslationError) as info:
-        cell_to_domain(example_cells("x86")["x86-demo"], **kwargs)  # type: ignore[arg-type]
+        cell_to_domain(cell, **kwargs)  # type: ignore[arg-type]
     assert info.value.element == element
 
 

@@ -13,14 +13,16 @@ Mapping (standard elements):
   onto one host CPU, each a different one; unpinned vCPUs get free CPUs of the root cell,
   highest first, never CPU 0 on x86, never one another defined cell has, never the root
   cell's last.  ``current`` below the count (hot-plug) and ``placement='auto'`` are errors.
-- ``<memory>`` (every libvirt unit, rounded up to KiB as libvirt does, then to pages) is
-  the cell's RAM, taken from the inmate pool (see :mod:`jailhouse.domxml._placement`: by
+- ``<memory>`` (every libvirt unit, rounded up to KiB as libvirt does, then to pages; the
+  guest NUMA cells' total when it is missing or 0) is the cell's RAM, taken from the
+  inmate pool (see :mod:`jailhouse.domxml._placement`: by
   default the root-cell RAM region nearest to the hypervisor memory; ``pool=`` names it
   exactly).  Layout: on x86 RAM at guest 0 (up to 1 MiB), the comm region at 0x100000 and
   the rest at 0x200000; on ARM RAM at guest 0 and the comm region at 0x80000000, or for a
   Linux cell a 64 KiB loader RAM at 0 plus the rest mapped 1:1.  RAM regions are
   read/write/execute, DMA and LOADABLE.
-- ``<os><type arch>`` must be the system's architecture (``armv7l`` on arm64 sets AARCH32);
+- ``<os><type arch>`` must be the system's architecture by its libvirt name (``x86_64``,
+  ``aarch64``, ``armv7l``; ``armv7l`` on arm64 sets AARCH32, ``i686`` on x86 is a note);
   ``<kernel>``, ``<initrd>``, ``<cmdline>``, ``<dtb>`` form a Linux :class:`BootSpec`.
 - ``<console>``/``<serial>`` give the cell the hypervisor console (VIRTUAL_CONSOLE_PERMITTED)
   and the system's debug UART as its console, with the port range (x86 PIO) or the
@@ -39,8 +41,9 @@ Everything a cell config holds beyond that lives in ``<metadata>`` as
 :mod:`jailhouse.domxml._meta`); each part given there is taken verbatim, must agree with the
 standard elements, and config-check errors against the system become notes.
 
-The parser refuses document type declarations and entities, never loads anything and caps
-the input at 1 MiB.
+The input is capped at 1 MiB and decoded in Python; any document type declaration is
+refused before libxml2 sees it (libxml2 opens external parameter entities even with entity
+resolution off), and libxml2 then parses with entities, DTD loading and network disabled.
 """
 
 from __future__ import annotations

@@ -257,8 +257,11 @@ class _Translator:
         self._sweep()
         name = self._name()
         uuid = self._uuid()
-        arch_flags = self._arch()
-        boot = self._boot()
+        os_el = self.root.find("os")
+        if os_el is None:
+            raise TranslationError("/domain/os", None, "a domain needs <os><type>hvm</type></os>")
+        arch_flags = self._arch(os_el)
+        boot = self._boot(os_el)
         console_wanted = self._console_elements()
 
         flags = meta.flags
@@ -316,6 +319,7 @@ class _Translator:
                 self.system.arch == Arch.X86
                 and console.type == ConsoleType.UART_8250
                 and ConsoleFlag.ACCESS_MMIO not in console.flags
+                and console.address + _UART_PIO_LENGTH <= 0x10000
             ):
                 pio = (PioRegion(console.address, _UART_PIO_LENGTH),)
 
@@ -458,15 +462,8 @@ class _Translator:
         d = digits.lower()
         return f"{d[:8]}-{d[8:12]}-{d[12:16]}-{d[16:20]}-{d[20:]}"
 
-    def _arch_name(self) -> str | None:
-        el = self.root.find("os/type")
-        return None if el is None else el.get("arch")
-
-    def _arch(self) -> CellFlag:
+    def _arch(self, os_el: etree._Element) -> CellFlag:
         """Check the domain's architecture against the system's; return AARCH32 if needed."""
-        os_el = self.root.find("os")
-        if os_el is None:
-            raise TranslationError("/domain/os", None, "a domain needs <os><type>hvm</type></os>")
         type_el = os_el.find("type")
         if type_el is None:
             raise TranslationError(
@@ -511,9 +508,7 @@ class _Translator:
 
     # -- boot --------------------------------------------------------------------------------
 
-    def _boot(self) -> BootSpec:
-        os_el = self.root.find("os")
-        assert os_el is not None  # noqa: S101 - checked by _arch
+    def _boot(self, os_el: etree._Element) -> BootSpec:
         if os_el.get("firmware") is not None:
             self.note(
                 os_el,
@@ -857,30 +852,28 @@ class _Translator:
         hostdevs: list[tuple[etree._Element, int, int]],
     ) -> _Built:
         built = _Built()
-        explicit_mem = meta.mem_regions is not None
-        explicit_pci = meta.pci_devices is not None
-        if explicit_pci:
-            assert meta.pci_devices is not None  # noqa: S101 - narrowed for mypy
-            self._check_explicit_pci(meta.pci_devices, shmems, hostdevs)
-            built.devices = list(meta.pci_devices)
+        explicit_mem = meta.mem_regions
+        explicit_pci = meta.pci_devices
+        if explicit_pci is not None:
+            self._check_explicit_pci(explicit_pci, shmems, hostdevs)
+            built.devices = list(explicit_pci)
             built.caps = list(meta.pci_caps or ())
-            if not explicit_mem and any(d.type == PciType.IVSHMEM for d in meta.pci_devices):
+            if explicit_mem is None and any(d.type == PciType.IVSHMEM for d in explicit_pci):
                 raise TranslationError(
                     meta.path("pci-devices"),
                     None,
                     "ivshmem devices given in the metadata point into the memory regions; "
                     "give <jailhouse:memory-regions> too",
                 )
-        if explicit_mem:
-            assert meta.mem_regions is not None  # noqa: S101 - narrowed for mypy
-            if shmems and not explicit_pci:
+        if explicit_mem is not None:
+            if shmems and explicit_pci is None:
                 raise TranslationError(
                     path_of(shmems[0].el),
                     None,
                     "with <jailhouse:memory-regions> the ivshmem regions are explicit; give "
                     "<jailhouse:pci-devices> for the <shmem> devices too",
                 )
-            built.regions = list(meta.mem_regions)
+            built.regions = list(explicit_mem)
             want = memory_kib(built.regions)
             if memory_size[0] != want:
                 raise TranslationError(
@@ -889,14 +882,14 @@ class _Translator:
                     f"the RAM regions of <jailhouse:memory-regions> hold {want} KiB; "
                     "<memory> must say the same",
                 )
-            if not explicit_pci:
+            if explicit_pci is None:
                 self._hostdevs(hostdevs, built, note_memory=False)
             return built
 
         memory = pool_for(self.system, self.defined, self.pool_arg)
         size = memory_size[1]
         base = self._allocate(memory, size, self.root.find("memory"), "the cell's RAM")
-        if not explicit_pci:
+        if explicit_pci is None:
             self._shmem_devices(shmems, memory, built)
             self._hostdevs(hostdevs, built, note_memory=True)
         self._console_region(console, built)

@@ -88,8 +88,9 @@ def cell_to_domain(
         The XML document.
 
     Raises:
-        TranslationError: ``domain_type`` or ``uuid`` is malformed, or a boot path holds
-            characters XML cannot carry.
+        TranslationError: ``domain_type`` or ``uuid`` is malformed, the name is not
+            latin-1 (no cell config could hold it), or a boot path holds characters XML
+            cannot carry.
     """
     if not _DOMAIN_TYPE.fullmatch(domain_type):
         raise TranslationError(
@@ -97,6 +98,12 @@ def cell_to_domain(
         )
     if uuid is not None and not _UUID.fullmatch(uuid):
         raise TranslationError("/domain/uuid", uuid, "not a UUID (32 hex digits)")
+    try:
+        config.name.encode("latin-1")
+    except UnicodeEncodeError:
+        raise TranslationError(
+            "/domain/name", config.name, "a cell name is bytes: use latin-1 characters"
+        ) from None
     domain = etree.Element("domain", type=domain_type)
     clean = _clean_name(config.name)
     name = etree.SubElement(domain, "name")
