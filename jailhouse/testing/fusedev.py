@@ -66,6 +66,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import functools
 import importlib.util
 import os
 import shutil
@@ -335,9 +336,12 @@ class FuseDevice:
         if process is None:
             return
         try:
-            if os.path.ismount(self.mountpoint) and not _fusermount(self.mountpoint):
+            clean = not os.path.ismount(self.mountpoint) or _fusermount(self.mountpoint)
+            if not clean:
+                # A file is still open: detach the mount; the server would serve it until
+                # that file is closed, so it is ended now rather than waited for.
                 _fusermount(self.mountpoint, lazy=True)
-            _end(process)
+            _end(process, patient=clean)
         finally:
             if process.poll() is None:  # pragma: no cover - _end kills it
                 process.kill()
@@ -397,12 +401,18 @@ def mount_fuse_device(
         yield device
 
 
+@functools.cache
+def _libfuse3() -> str | None:
+    """Return the name of libfuse 3's shared library, if the linker knows one."""
+    return ctypes.util.find_library(_FUSE_LIBRARY)
+
+
 def _server_environment() -> dict[str, str]:
     """Return the server's environment: libfuse 3 pinned, this package importable."""
     env = dict(os.environ)
     if "FUSE_LIBRARY_PATH" not in env:
         # mfusepy prefers libfuse 2 when both are installed; the mock needs FUSE 3.
-        library = ctypes.util.find_library(_FUSE_LIBRARY)
+        library = _libfuse3()
         if library is not None:
             env["FUSE_LIBRARY_PATH"] = library
     package_parent = str(Path(__file__).resolve().parents[2])
@@ -420,9 +430,12 @@ def _fusermount(mountpoint: Path, *, lazy: bool = False) -> bool:
     return result.returncode == 0
 
 
-def _end(process: subprocess.Popen[bytes]) -> None:
-    """Wait for the server to exit after its unmount; terminate, then kill it if not."""
-    for stop in (None, process.terminate, process.kill):
+def _end(process: subprocess.Popen[bytes], *, patient: bool) -> None:
+    """End the server: wait for it to exit (if ``patient``), else terminate, then kill it."""
+    steps = (
+        (None, process.terminate, process.kill) if patient else (process.terminate, process.kill)
+    )
+    for stop in steps:
         if stop is not None:
             stop()
         try:
