@@ -1,4 +1,4 @@
-r"""A FUSE-mocked ``/dev/jailhouse``: the kernel's syscall path, with a simulated driver behind it.
+"""A FUSE-mocked ``/dev/jailhouse``: the kernel's syscall path, with a simulated driver behind it.
 
 :class:`FuseDevice` mounts a userspace filesystem whose files answer like the driver's
 device node, backed by a :class:`jailhouse.sim.SimHost`.  The code under test opens it
@@ -174,6 +174,9 @@ class FuseDevice:
     the mount; :meth:`stop` (or leaving the block, also by an exception) unmounts it and
     ends the server, killing it if it does not exit.  Close every file opened in the mount
     before stopping; a file still open is detached lazily and the server is killed.
+    If the process that started the device dies without stopping it, the server unmounts
+    and exits (``PR_SET_PDEATHSIG``, which fires when the starting *thread* ends: start
+    the device from a thread that outlives it, such as the main thread).
 
     Args:
         host_root: The simulated host's directory (:class:`jailhouse.sim.SimHost`);
@@ -277,14 +280,19 @@ class FuseDevice:
             str(os.getpid()),
         ]
         self._log = tempfile.TemporaryFile(prefix="jailhouse-fusedev-")  # noqa: SIM115 - kept until stop()
-        self._process = subprocess.Popen(  # noqa: S603 - our own module, no shell
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=self._log,
-            env=_server_environment(),
-            start_new_session=True,
-        )
+        try:
+            self._process = subprocess.Popen(  # noqa: S603 - our own module, no shell
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=self._log,
+                env=_server_environment(),
+                start_new_session=True,
+            )
+        except BaseException:
+            self._log.close()
+            self._log = None
+            raise
         try:
             self._wait_for_mount()
         except BaseException:
