@@ -55,8 +55,10 @@ if TYPE_CHECKING:
     from jailhouse.hostcheck import CheckStatus, HostCheck, validate_host
     from jailhouse.hypervisor import Cell, Hypervisor, Image, open  # noqa: A004 - jailhouse.open
     from jailhouse.inmates import park_inmate
+    from jailhouse.jobs import Job, JobCancelledError, JobProgress, cancel_on_interrupt
     from jailhouse.selftest import SelftestError, Transcript, run_selftest, simulate_selftest
     from jailhouse.sim import FakeDevice, SimHost
+    from jailhouse.store import DefinitionStore
     from jailhouse.sysfs import CellState, CellStatus, HypervisorStatus, SysfsReader
 
 __version__ = "0.1.0.dev0"
@@ -112,6 +114,11 @@ _EXPORTS: dict[str, str] = {
     "HostCheck": "jailhouse.hostcheck",
     "validate_host": "jailhouse.hostcheck",
     "park_inmate": "jailhouse.inmates",
+    "Job": "jailhouse.jobs",
+    "JobCancelledError": "jailhouse.jobs",
+    "JobProgress": "jailhouse.jobs",
+    "cancel_on_interrupt": "jailhouse.jobs",
+    "DefinitionStore": "jailhouse.store",
     "SelftestError": "jailhouse.selftest",
     "Transcript": "jailhouse.selftest",
     "run_selftest": "jailhouse.selftest",
@@ -135,6 +142,7 @@ __all__ = [
     "ConfigTooLargeError",
     "Console",
     "ConsoleReader",
+    "DefinitionStore",
     "Device",
     "DeviceError",
     "DeviceNotFoundError",
@@ -147,6 +155,9 @@ __all__ = [
     "Image",
     "InvalidConfigError",
     "JailhouseError",
+    "Job",
+    "JobCancelledError",
+    "JobProgress",
     "KernelDevice",
     "MemFlag",
     "MemoryRegion",
@@ -162,6 +173,7 @@ __all__ = [
     "TranslationError",
     "TranslationNote",
     "__version__",
+    "cancel_on_interrupt",
     "cell_to_domain",
     "check_configs",
     "domain_to_cell",
