@@ -10,8 +10,9 @@ State mapping (:meth:`DomainView.state`):
 ==========================================  ==============================================
 cell                                        libvirt state, reason
 ==========================================  ==============================================
-none                                        ``SHUTOFF``, ``DESTROYED`` after destroy(),
-                                            else ``UNKNOWN``; ID -1
+none                                        ``SHUTOFF``, ``SHUTDOWN`` after shutdown()
+                                            then destroy(), ``DESTROYED`` after destroy()
+                                            alone, else ``UNKNOWN``; ID -1
 ``running``, ``running/locked``             ``RUNNING``, ``BOOTED`` after create(),
                                             ``UNPAUSED`` after resume(), else ``UNKNOWN``
 ``shut down`` (created, loaded, or shut     ``PAUSED``, ``SHUTTING_DOWN`` after
@@ -74,7 +75,10 @@ _PAUSED_REASONS: Final = {
     "paused": c.VIR_DOMAIN_PAUSED_USER,
     "shutdown": c.VIR_DOMAIN_PAUSED_SHUTTING_DOWN,
 }
-_SHUTOFF_REASONS: Final = {"destroyed": c.VIR_DOMAIN_SHUTOFF_DESTROYED}
+_SHUTOFF_REASONS: Final = {
+    "destroyed": c.VIR_DOMAIN_SHUTOFF_DESTROYED,
+    "shutdown": c.VIR_DOMAIN_SHUTOFF_SHUTDOWN,
+}
 
 _JOBS: dict[str, Job] = {}
 _JOBS_LOCK = threading.Lock()
@@ -551,7 +555,10 @@ class Driver:
             view = self.find_uuid(uuid, name)
             if view.cell is None:
                 raise make_error(c.VIR_ERR_OPERATION_INVALID, "domain is not running")
-            if view.state()[0] != c.VIR_DOMAIN_PAUSED:
+            state = view.state()[0]
+            if state == c.VIR_DOMAIN_RUNNING:
+                raise make_error(c.VIR_ERR_OPERATION_INVALID, "domain is already running")
+            if state != c.VIR_DOMAIN_PAUSED:
                 raise make_error(c.VIR_ERR_OPERATION_INVALID, "domain is not paused")
             self.hv.cell(view.cell.name).start()
             self._note(view, "resumed")
@@ -570,8 +577,12 @@ class Driver:
             view = self.find_uuid(uuid, name)
             if view.cell is None:
                 raise make_error(c.VIR_ERR_OPERATION_INVALID, "domain is not running")
+            shut_down = view.state() == (
+                c.VIR_DOMAIN_PAUSED,
+                c.VIR_DOMAIN_PAUSED_SHUTTING_DOWN,
+            )
             self.hv.cell(view.cell.name).destroy()
-            self._forget_cell(view)
+            self._forget_cell(view, "shutdown" if shut_down else "destroyed")
 
     def sweep(self) -> None:
         """Remove live records of cells that are gone (call with the store locked).
@@ -590,10 +601,11 @@ class Driver:
             if stale:
                 self.store.remove_live(record.uuid)
 
-    def _forget_cell(self, view: DomainView) -> None:
+    def _forget_cell(self, view: DomainView, action: str) -> None:
+        """Record that a domain's cell is gone: ``destroyed``, or ``shutdown`` if it was."""
         if view.persistent is not None:
             self.store.put_live(
-                LiveRecord(definition=view.persistent, cell_id=None, last_action="destroyed")
+                LiveRecord(definition=view.persistent, cell_id=None, last_action=action)
             )
         else:
             self.store.remove_live(view.uuid)
