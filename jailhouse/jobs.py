@@ -200,8 +200,8 @@ class Job:
     def running(self, operation: str, *, steps: int) -> Iterator[Job]:
         """Run an operation of ``steps`` steps in this job.
 
-        The outermost operation resets the counters and names the job; a nested one only
-        reports into it.  When the outermost one ends, the outcome is recorded, reported,
+        The outermost operation resets the counters and names the job; a nested one adds
+        its steps to the total and reports into it.  When the outermost one ends, the outcome is recorded, reported,
         and a pending cancellation is cleared.
 
         Args:
@@ -214,7 +214,9 @@ class Job:
         with self._lock:
             outer = self._depth == 0
             self._depth += 1
-            if outer:
+            if not outer:
+                self._steps += steps
+            else:
                 self._operation = operation
                 self._step = ""
                 self._step_index = 0

@@ -861,13 +861,12 @@ def test_interrupt_rolls_back(conn: libvirt.virConnect, host: Host) -> None:
 
 
 def test_nested_operations_report_into_one_job() -> None:
-    """An operation inside another adds to its steps instead of resetting the job."""
+    """An operation inside another adds its steps to the job instead of resetting it."""
     seen: list[JobProgress] = []
     job = Job(seen.append)
     with job.running("apply", steps=2):
         job.step("define a")
         with job.running("create 'a'", steps=2):
-            job.add_steps(2)
             job.step("create cell")
             job.step("start cell")
         job.step("done")

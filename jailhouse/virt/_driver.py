@@ -411,20 +411,26 @@ class Driver:
             uuid = xml_uuid if xml_uuid is not None else str(uuidlib.uuid4())
             others = [v for v in views if v.uuid != uuid]
             definition = self.translate(xml, uuid=uuid, others=others)
-            if (
-                existing is not None
-                and existing.cell is not None
-                and existing.record is None
-                and existing.persistent is not None
-            ):
-                # keep what the running cell was made of: XMLDesc(0) shows it until re-created
-                self.store.put_live(
-                    LiveRecord(
-                        definition=existing.persistent, cell_id=existing.cell.id, last_action=""
-                    )
-                )
-            self.store.put(definition)
+            self.store_definition(existing, definition)
         return self.find_uuid(uuid)
+
+    def store_definition(self, existing: DomainView | None, definition: Definition) -> None:
+        """Write a (translated) definition, keeping a running cell's live config apart.
+
+        Call with the store locked, after :meth:`claim`.
+        """
+        self.check_writable("virDomainDefineXML")
+        if (
+            existing is not None
+            and existing.cell is not None
+            and existing.record is None
+            and existing.persistent is not None
+        ):
+            # keep what the running cell was made of: XMLDesc(0) shows it until re-created
+            self.store.put_live(
+                LiveRecord(definition=existing.persistent, cell_id=existing.cell.id, last_action="")
+            )
+        self.store.put(definition)
 
     def undefine(self, uuid: str, name: str) -> None:
         """Remove a domain's definition; a running one becomes transient.

@@ -202,14 +202,23 @@ def from_exception(exc: BaseException) -> libvirtError:
     other ``OSError``                   ``VIR_ERR_SYSTEM_ERROR`` (38)
     ==================================  ==========================================
 
+    Notes added to ``exc`` (``add_note``) are carried over.
+
     Returns:
         The libvirt error (``exc`` itself if it already is one); raise it ``from exc``.
     """
+    if isinstance(exc, libvirtError):
+        return exc
+    error = _map(exc)
+    for note in getattr(exc, "__notes__", ()):
+        error.add_note(note)
+    return error
+
+
+def _map(exc: BaseException) -> libvirtError:
     from jailhouse.jobs import JobCancelledError  # noqa: PLC0415 - avoid a cycle at import
     from jailhouse.store import StoreError  # noqa: PLC0415
 
-    if isinstance(exc, libvirtError):
-        return exc
     if isinstance(exc, JobCancelledError):
         return make_error(
             c.VIR_ERR_OPERATION_ABORTED,
