@@ -131,7 +131,7 @@ class ConfigError(JailhouseError, ValueError):
 
     def __str__(self) -> str:
         """Name the field and the value, then the reason."""
-        return f"{self.field} = {_show(self.value)}: {self.reason}"
+        return f"{self.field} = {_show(self.value)}: {_show_reason(self.reason)}"
 
 
 class InvalidConfigError(ConfigError):
@@ -148,7 +148,8 @@ class InvalidConfigError(ConfigError):
 
     def __str__(self) -> str:
         """Name the field, the byte offset and the value, then the reason."""
-        return f"{self.field} (offset {self.offset}) = {_show(self.value)}: {self.reason}"
+        where = f"{self.field} (offset {self.offset})"
+        return f"{where} = {_show(self.value)}: {_show_reason(self.reason)}"
 
 
 class TranslationError(JailhouseError, ValueError):
@@ -169,9 +170,10 @@ class TranslationError(JailhouseError, ValueError):
 
     def __str__(self) -> str:
         """Name the element and the value, then the reason."""
+        element, reason = _show_path(self.element), _show_reason(self.reason)
         if self.value is None:
-            return f"{self.element}: {self.reason}"
-        return f"{self.element} = {_show(self.value)}: {self.reason}"
+            return f"{element}: {reason}"
+        return f"{element} = {_show(self.value)}: {reason}"
 
 
 class StatusParseError(JailhouseError, ValueError):
@@ -186,16 +188,75 @@ class StatusParseError(JailhouseError, ValueError):
         """Record the file, its text and the reason."""
         self.path = path
         self.text = text
-        super().__init__(f"{path}: {text!r}: {reason}")
+        super().__init__(f"{path}: {_show(text)}: {_show_reason(reason)}")
+
+
+SHOWN_CHARS: Final = 60
+"""How much of a long text value a message quotes; the exception keeps the whole value."""
+_REPR_CHARS: Final = 200
+"""How much of any other value's ``repr`` a message quotes."""
+_PATH_CHARS: Final = 300
+"""Longest element path a message quotes whole (deep nesting gets its middle cut)."""
+_REASON_CHARS: Final = 1000
+"""Longest reason a message quotes whole."""
 
 
 def _show(value: object) -> str:
-    """Render a field value: integers in hex as the C configs write them."""
+    """Render a field value for a one-line message of bounded length.
+
+    Integers are written in hex as the C configs write them (from ``0x1000`` up).  A string
+    or bytes value longer than :data:`SHOWN_CHARS` is cut after that many characters and
+    followed by its length: ``'AAAA...' (900000 characters)``.  Control characters are
+    escaped by ``repr``, so the result never spans lines.
+    """
     if isinstance(value, bool):
         return str(value)
     if isinstance(value, int):
-        return hex(value) if value >= 0x1000 else str(value)  # addresses and sizes in hex
-    return repr(value)
+        small = -0x1000 < value < 0x1000 or (value < 0 and value.bit_length() <= 64)
+        shown = str(value) if small else hex(value)  # addresses and sizes in hex
+        return _cut(shown, _REPR_CHARS, "digits")
+    if isinstance(value, str | bytes | bytearray) and len(value) > SHOWN_CHARS:
+        quoted = repr(value[:SHOWN_CHARS])
+        unit = "characters" if isinstance(value, str) else "bytes"
+        return f"{quoted[:-1]}...{quoted[-1]} ({len(value)} {unit})"
+    return _cut(repr(value), _REPR_CHARS, "characters")
+
+
+def _cut(text: str, limit: int, unit: str) -> str:
+    """Keep the first ``limit`` characters of ``text``, then ``...`` and its length."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} {unit})"
+
+
+def _one_line(text: str) -> str:
+    """Join the lines of a multi-line text (such as libxml2's messages) into one."""
+    lines = [line.strip() for line in text.splitlines()]
+    out = ""
+    for line in lines:
+        if not line:
+            continue
+        glue = "" if not out or line[0] in ",.;:)" else " "
+        out += glue + line
+    return out
+
+
+def _show_reason(reason: str) -> str:
+    """Render a reason as one line of bounded length."""
+    return _cut(_one_line(reason), _REASON_CHARS, "characters")
+
+
+def _show_path(path: str) -> str:
+    """Render an XPath with overlong steps (element or attribute names) shortened."""
+    steps = [
+        step if len(step) <= SHOWN_CHARS else _cut(step, SHOWN_CHARS, "characters")
+        for step in path.split("/")
+    ]
+    shown = _one_line("/".join(steps))
+    if len(shown) <= _PATH_CHARS:
+        return shown
+    head, tail = _PATH_CHARS // 3, _PATH_CHARS - _PATH_CHARS // 3
+    return f"{shown[:head]}...{shown[-tail:]}"
 
 
 #: errno -> (exception class, default hint)
