@@ -108,14 +108,19 @@ class JobProgress:
 
     @property
     def fraction(self) -> float:
-        """Return the share done, from 0.0 to 1.0: by bytes while bytes are read, else by steps."""
+        """Return the share done, from 0.0 to 1.0, by steps and within a step by bytes.
+
+        While bytes are still being read, the current step counts as the share of them
+        read; otherwise it counts as done.
+        """
         if self.outcome == JobOutcome.COMPLETED:
             return 1.0
-        if self.bytes_total and self.bytes_done < self.bytes_total:
-            return self.bytes_done / self.bytes_total
         if not self.steps:
             return 0.0
-        return min(self.step_index / self.steps, 1.0)
+        done = float(self.step_index)
+        if self.step_index and self.bytes_total and self.bytes_done < self.bytes_total:
+            done += self.bytes_done / self.bytes_total - 1
+        return min(done / self.steps, 1.0)
 
     def __str__(self) -> str:
         """Render as ``create 'demo': step 2/4 load images (1048576/4194304 bytes)``."""
@@ -201,8 +206,8 @@ class Job:
         """Run an operation of ``steps`` steps in this job.
 
         The outermost operation resets the counters and names the job; a nested one adds
-        its steps to the total and reports into it.  When the outermost one ends, the outcome is recorded, reported,
-        and a pending cancellation is cleared.
+        its steps to the total and reports into it.  When the outermost one ends, the
+        outcome is recorded and reported, and a pending cancellation is cleared.
 
         Args:
             operation: What runs, such as ``"create 'demo'"``.

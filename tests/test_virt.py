@@ -881,9 +881,9 @@ def test_nested_operations_report_into_one_job() -> None:
 
 
 def test_progress_fraction() -> None:
-    """fraction() counts bytes while bytes are read, steps otherwise."""
+    """The fraction counts steps, and within a step that reads bytes, the bytes read."""
     p = JobProgress("op", "read", 1, 4, bytes_done=25, bytes_total=100)
-    assert p.fraction == 0.25
+    assert p.fraction == 0.25 / 4
     assert JobProgress("op", "load", 2, 4, bytes_done=100, bytes_total=100).fraction == 0.5
     assert str(p) == "op: step 1/4 read (25/100 bytes)"
 

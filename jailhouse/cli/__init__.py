@@ -30,7 +30,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Final
 
-from jailhouse.cli import _config, _device, _host
+from jailhouse.cli import _config, _device, _host, _virsh
 from jailhouse.cli._base import (
     DEFAULT_URI,
     EXIT_FINDINGS,
@@ -53,6 +53,7 @@ VERB_GROUPS: Final[list[Callable[[Verbs], None]]] = [
     _device.register,  # enable, disable, status, console, cell ...
     _config.register,  # config show/check/from-xml/to-xml
     _host.register,  # demo, host-validate, selftest
+    _virsh.register,  # define, undefine, start, shutdown, destroy, list, dominfo, dumpxml, apply
 ]
 """The functions that add verbs to the parser, in ``--help`` order."""
 

@@ -184,6 +184,11 @@ class Driver:
         self.uri = uri
         self.readonly = readonly
         self._system_path = system_path
+        self._system: SystemConfig | None = None
+
+    def use_system(self, system: SystemConfig) -> None:
+        """Place domains on this system config for the connection's life, recording nothing."""
+        self._system = system
 
     def close(self) -> None:
         """Close the hypervisor."""
@@ -198,7 +203,9 @@ class Driver:
             libvirtError: None is known (``VIR_ERR_OPERATION_INVALID``), or it does not
                 describe the hypervisor that runs.
         """
-        if self._system_path is not None:
+        if self._system is not None:
+            system = self._system
+        elif self._system_path is not None:
             config = load_config(self._system_path)
             if not isinstance(config, SystemConfig):
                 raise make_error(
