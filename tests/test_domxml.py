@@ -39,7 +39,7 @@ from jailhouse.domxml import (
     cell_to_domain,
     domain_to_cell,
 )
-from jailhouse.domxml._xml import scaled_bytes
+from jailhouse.domxml._xml import LIBVIRT_MAX_CPU, MAX_CELL_CPU, parse_cpuset, scaled_bytes
 from jailhouse.errors import TranslationError
 from jailhouse.examples import example_cells, example_system
 
@@ -1358,3 +1358,115 @@ def test_realworld_details() -> None:
         (0x00, 1, 0),
         (0x08, 0, 4),
     ]
+
+
+# -- bounded numbers, cpusets and messages ----------------------------------------------------
+
+MESSAGE_LIMIT = 2000
+"""Longest message accepted (the reliability suite's bound)."""
+
+
+@pytest.mark.parametrize(
+    ("xml", "element"),
+    [
+        (dom(memory=f"<memory unit='KiB'>{'9' * 5000}</memory>"), "/domain/memory"),
+        (dom(vcpu=f"<vcpu>{'1' * 31}</vcpu>"), "/domain/vcpu"),
+        (dom(_hostdev("0x00", "1" * 5000, "0x2")),
+         "/domain/devices/hostdev/source/address/@slot"),
+        (dom(extra=meta(id="0x" + "f" * 5000)), "/domain/metadata/jailhouse:cell/@id"),
+    ],
+    ids=["memory", "vcpu", "pci-slot", "metadata-hex"],
+)  # fmt: skip
+def test_absurdly_long_numbers_are_refused_naming_the_element(xml: str, element: str) -> None:
+    """A number of more than 30 significant digits is a TranslationError, never int()'s error."""
+    error = error_at(xml)
+    assert error.element == element
+    assert "digits" in error.reason
+    assert len(str(error)) <= 300
+
+
+def test_leading_zeros_do_not_count_as_digits() -> None:
+    """A size written with 40 leading zeros is the same size (libvirt's strtoull reads it so)."""
+    padded = dom(memory=f"<memory unit='MiB'>{'0' * 40}2</memory>")
+    assert to_cell(padded).config.to_bytes() == to_cell(dom()).config.to_bytes()
+
+
+@pytest.mark.parametrize(
+    ("text", "cpus"),
+    [
+        # left to right, each CPU as the last item naming it says (libvirt-facts.md §2)
+        ("0-3,^2", {0, 1, 3}),
+        ("1-5,^3,^4", {1, 2, 5}),
+        ("^1,0-3", {0, 1, 2, 3}),
+        ("0-3,^1,1", {0, 1, 2, 3}),
+        ("0-3,", {0, 1, 2, 3}),
+        ("0,^0", set()),
+        (",".join(["0-16383"] * 50_000), set(range(16384))),
+        (",".join(["1-16383", "^9"] * 20_000 + ["^0"]), set(range(1, 16384)) - {9}),
+    ],
+    ids=["exclude", "two-exclusions", "re-added", "re-added-single", "trailing-comma",
+         "empty", "repeated-full-ranges", "repeated-with-exclusions"],
+)  # fmt: skip
+def test_cpusets_apply_items_left_to_right(text: str, cpus: set[int]) -> None:
+    """Ranges and exclusions give libvirt's set, however often the ranges repeat."""
+    assert parse_cpuset(text, "/domain/vcpu/@cpuset") == cpus
+
+
+def test_cpu_numbers_are_bounded_by_libvirt_and_by_the_cell_format() -> None:
+    """Cpusets of libvirt end at CPU 16383; a cell's own CPU set (metadata) ends at 32767."""
+    assert max(parse_cpuset("16383", "/")) == LIBVIRT_MAX_CPU == 16383
+    assert max(parse_cpuset("32767", "/", limit=MAX_CELL_CPU)) == 32767
+    for text, limit in (("0-16384", LIBVIRT_MAX_CPU), ("^32768,0", MAX_CELL_CPU)):
+        with pytest.raises(TranslationError, match=f"above {limit}"):
+            parse_cpuset(text, "/", limit=limit)
+    error = error_at(dom(vcpu=f"<vcpu cpuset='{','.join(['0-1048575'] * 80_000)}'>1</vcpu>"))
+    assert error.element == "/domain/vcpu/@cpuset"
+    assert "above 16383" in error.reason
+    assert len(str(error)) <= 300
+    assert len(error.value) == 80_000 * 10 - 1  # the exception keeps the whole value
+
+
+def test_a_huge_ignored_value_is_shortened_in_its_note() -> None:
+    """A note on a 900 KB attribute quotes its start and length; the note's value keeps it."""
+    result = to_cell(dom(f"<serial type='{'A' * 900_000}'/>"))
+    (note,) = [n for n in result.notes if n.value is not None and len(n.value) == 900_000]
+    assert f"'{'A' * 60}...' (900000 characters)" in str(note)
+    assert len(str(note)) <= 300
+
+
+def test_a_huge_element_name_is_shortened_in_its_note() -> None:
+    """A note on an element with a 40,000-character name stays bounded."""
+    result = to_cell(dom(f"<{'x' * 40_000}/>"))
+    assert result.notes
+    assert all(len(str(note)) <= 300 for note in result.notes)
+
+
+def test_a_huge_name_is_refused_with_a_bounded_message() -> None:
+    """A 900,000-character name is refused in a short message that still names <name>."""
+    error = error_at(dom(name="n" * 900_000))
+    assert error.element == "/domain/name"
+    assert len(str(error)) <= MESSAGE_LIMIT
+    assert "(900000 characters)" in str(error)
+
+
+def test_libxml2_syntax_errors_are_one_line() -> None:
+    """A NUL character is refused in one line that keeps libxml2's position."""
+    error = error_at(dom(name="a\0b"))
+    assert "\n" not in str(error)
+    assert "out of allowed range, line 1, column" in error.reason
+
+
+@pytest.mark.parametrize(
+    "bdf",
+    ["0_0:1f.2", " 00:1f.2", "00:1f.+2", "00:1f.2" + "0" * 5000],
+    ids=["underscore", "space", "sign", "long"],
+)
+def test_metadata_bdf_is_hex_hex_decimal_only(bdf: str) -> None:
+    """A bdf with an underscore, a space, a sign or thousands of digits is refused."""
+    extra = meta(
+        f"<jailhouse:pci-devices><jailhouse:pci-device type='DEVICE' bdf='{bdf}'/>"
+        "</jailhouse:pci-devices>"
+    )
+    error = error_at(dom(extra=extra))
+    assert error.element.endswith("jailhouse:pci-device/@bdf")
+    assert len(str(error)) <= 300

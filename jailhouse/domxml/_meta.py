@@ -26,6 +26,7 @@ enum fields take a member name or a number.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, TypeVar
 
@@ -52,6 +53,7 @@ from jailhouse.config.model import (
 )
 from jailhouse.domxml._types import BootImage
 from jailhouse.domxml._xml import (
+    MAX_CELL_CPU,
     NS,
     PREFIX,
     attr_path,
@@ -61,7 +63,7 @@ from jailhouse.domxml._xml import (
     path_of,
     text_of,
 )
-from jailhouse.errors import TranslationError
+from jailhouse.errors import TranslationError, _show
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -72,6 +74,8 @@ _U8: Final = 0xFF
 _U16: Final = 0xFFFF
 _U32: Final = 0xFFFF_FFFF
 _U64: Final = 0xFFFF_FFFF_FFFF_FFFF
+_BDF: Final = re.compile(r"0*([0-9a-fA-F]{1,2}):0*([0-9a-fA-F]{1,2})\.0*([0-9])")
+"""``bus:device.function`` in hex, hex and decimal; leading zeros allowed, no sign or space."""
 
 _CELL_ATTRS: Final = {
     "name-hex",
@@ -230,7 +234,7 @@ def _parse_cell(el: etree._Element) -> Metadata:
         elif local == "cpus":
             _no_attrs(child)
             text = text_of(child).strip()
-            meta.cpus = parse_cpuset(text, where) if text else frozenset()
+            meta.cpus = parse_cpuset(text, where, limit=MAX_CELL_CPU) if text else frozenset()
         elif local == "console":
             meta.console = _parse_console(child)
         else:  # trailing
@@ -491,7 +495,9 @@ def _parse_flags(text: str, cls: type[_F], where: str, limit: int) -> _F:
             raise TranslationError(
                 where,
                 text,
-                f"{token!r} is no {cls.__name__} member; use " + ", ".join(members) + " or numbers",
+                f"{_show(token)} is no {cls.__name__} member; use "
+                + ", ".join(members)
+                + " or numbers",
             )
     if value > limit:
         raise TranslationError(where, text, f"does not fit in the field (at most {limit:#x})")
@@ -512,13 +518,11 @@ def _parse_enum(text: str, cls: type[_E], where: str, limit: int) -> _E:
 def parse_bdf(text: str, where: str) -> int:
     """Parse ``bb:dd.f`` (hex bus and device, function 0-7) or a plain number into a bdf."""
     if ":" in text:
-        bus, _, rest = text.partition(":")
-        dev, dot, fn = rest.partition(".")
-        try:
-            b, d, f = int(bus, 16), int(dev, 16), int(fn, 10)
-        except ValueError:
-            b = d = f = -1
-        if not dot or not 0 <= b <= _U8 or not 0 <= d <= 0x1F or not 0 <= f <= 7:
+        match = _BDF.fullmatch(text)
+        b, d, f = (-1, -1, -1)
+        if match is not None:
+            b, d, f = int(match[1], 16), int(match[2], 16), int(match[3])
+        if not 0 <= b <= _U8 or not 0 <= d <= 0x1F or not 0 <= f <= 7:
             raise TranslationError(where, text, "expected bus:device.function such as 00:1f.2")
         return b << 8 | d << 3 | f
     return parse_int(text, where, limit=_U16)

@@ -42,7 +42,7 @@ from jailhouse.domxml._xml import (
     scaled_bytes,
     text_of,
 )
-from jailhouse.errors import TranslationError
+from jailhouse.errors import TranslationError, _show
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -1219,7 +1219,7 @@ class _Translator:
                 child="size",
             )
             rw = _page_up(rw)
-        what = f"the ivshmem link {shmem.el.get('name')!r}"
+        what = f"the ivshmem link {_show(shmem.el.get('name'))}"
         base = self._allocate(memory, PAGE_SIZE + rw, shmem.el, what)
         start = len(built.regions)
         shared = MemFlag.READ | MemFlag.ROOTSHARED

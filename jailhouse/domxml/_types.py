@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from jailhouse.errors import _show, _show_path, _show_reason
+
 if TYPE_CHECKING:
     from jailhouse.config.model import CellConfig
 
@@ -26,10 +28,15 @@ class TranslationNote:
     value: str | None = None
 
     def __str__(self) -> str:
-        """Render as ``/domain/devices/disk[1]: reason``."""
+        """Render as ``/domain/devices/disk[1]: reason`` on one line of bounded length.
+
+        A long value is shortened as errors shorten it (``'AAAA...' (900000 characters)``);
+        :attr:`value` keeps it whole.
+        """
+        element, reason = _show_path(self.element), _show_reason(self.reason)
         if self.value is None:
-            return f"{self.element}: {self.reason}"
-        return f"{self.element} = {self.value!r}: {self.reason}"
+            return f"{element}: {reason}"
+        return f"{element} = {_show(self.value)}: {reason}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,12 +14,15 @@ from typing import TYPE_CHECKING, Final
 
 from lxml import etree
 
-from jailhouse.errors import TranslationError
+from jailhouse.errors import TranslationError, _show
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
 __all__ = [
+    "LIBVIRT_MAX_CPU",
+    "MAX_CELL_CPU",
+    "MAX_DIGITS",
     "MAX_DOCUMENT_BYTES",
     "NS",
     "PREFIX",
@@ -50,8 +53,19 @@ _DECIMAL: Final = re.compile(r"[0-9]+")
 _HEX_OR_DECIMAL: Final = re.compile(r"0[xX][0-9a-fA-F]+|[0-9]+")
 _C_INTEGER: Final = re.compile(r"0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*")
 _UNIT_POWERS: Final = {"k": 1, "m": 2, "g": 3, "t": 4, "p": 5, "e": 6}
-MAX_CPU: Final = (1 << 20) - 1
-"""Highest CPU number a cpuset may name (a bound against ranges that expand forever)."""
+MAX_DIGITS: Final = 30
+"""Most significant digits a number may have (after ``0x`` and leading zeros).
+
+No field takes more than 20 decimal digits (2**64); the bound also keeps ``int()`` off
+Python's limit on converting long decimal strings (``sys.get_int_max_str_digits``).
+"""
+MAX_CELL_CPU: Final = 32767
+"""Highest CPU a cell config can hold: ``cpu_set_size`` is at most 4096 bytes (the driver's
+EINVAL above that, ABI fact sheet), a bitmap of 32768 CPUs."""
+LIBVIRT_MAX_CPU: Final = 16383
+"""Highest CPU a libvirt cpuset may name: libvirt parses them into bitmaps of
+``VIR_DOMAIN_CPUMASK_LEN`` = 16384 bits (src/conf/domain_conf.h) and refuses a larger
+number ("Failed to parse bitmap")."""
 
 
 def parse_document(xml: str | bytes) -> etree._Element:
@@ -102,10 +116,10 @@ def parse_document(xml: str | bytes) -> etree._Element:
     )
     try:
         root = etree.fromstring(text.encode("utf-8"), parser)
-    except etree.XMLSyntaxError as exc:
-        raise TranslationError("/", None, f"not well-formed XML: {exc}") from exc
-    except (ValueError, UnicodeError) as exc:
-        raise TranslationError("/", None, f"not well-formed XML: {exc}") from exc
+    except (etree.XMLSyntaxError, ValueError, UnicodeError) as exc:
+        # libxml2's text spans lines ("out of allowed range\n, line 1"): make it one
+        detail = " ".join(str(exc).split()).replace(" ,", ",")
+        raise TranslationError("/", None, f"not well-formed XML: {detail}") from exc
     if root is None:
         raise TranslationError("/", None, "the document is empty")
     for node in root.iter(etree.Entity):
@@ -228,10 +242,34 @@ def parse_int(text: str, where: str, *, limit: int | None = None) -> int:
     """
     if not _HEX_OR_DECIMAL.fullmatch(text):
         raise TranslationError(where, text, "expected an unsigned number (decimal or 0x hex)")
-    value = int(text, 16) if text[:2].lower() == "0x" else int(text)
+    if text[:2].lower() == "0x":
+        value = int(_significant(text[2:], text, where), 16)
+    else:
+        value = int(_significant(text, text, where))
     if limit is not None and value > limit:
         raise TranslationError(where, text, f"must be at most {limit:#x}")
     return value
+
+
+def _significant(digits: str, text: str, where: str) -> str:
+    """Return ``digits`` without leading zeros, refusing more than :data:`MAX_DIGITS`.
+
+    Args:
+        digits: The digits of a number already matched by a grammar (no sign, no prefix).
+        text: The whole value, for the error.
+        where: XPath of the element or attribute, for the error.
+
+    Raises:
+        TranslationError: More than :data:`MAX_DIGITS` significant digits.
+    """
+    significant = digits.lstrip("0") or "0"
+    if len(significant) > MAX_DIGITS:
+        raise TranslationError(
+            where,
+            text,
+            f"a number of {len(significant)} digits; no field takes more than {MAX_DIGITS}",
+        )
+    return significant
 
 
 def parse_decimal(text: str, where: str, *, limit: int | None = None) -> int:
@@ -242,7 +280,7 @@ def parse_decimal(text: str, where: str, *, limit: int | None = None) -> int:
     """
     if not _DECIMAL.fullmatch(text):
         raise TranslationError(where, text, "expected an unsigned decimal number")
-    value = int(text)
+    value = int(_significant(text, text, where))
     if limit is not None and value > limit:
         raise TranslationError(where, text, f"must be at most {limit}")
     return value
@@ -257,11 +295,11 @@ def parse_pci_number(text: str, where: str, *, limit: int) -> int:
     if not _C_INTEGER.fullmatch(text):
         raise TranslationError(where, text, "expected a number such as 0x1f")
     if text[:2].lower() == "0x":
-        value = int(text, 16)
+        value = int(_significant(text[2:], text, where), 16)
     elif len(text) > 1 and text[0] == "0":
-        value = int(text, 8)
+        value = int(_significant(text, text, where), 8)
     else:
-        value = int(text)
+        value = int(_significant(text, text, where))
     if value > limit:
         raise TranslationError(where, text, f"must be at most {limit:#x}")
     return value
@@ -333,38 +371,76 @@ def scaled_bytes(
     return size
 
 
-def parse_cpuset(text: str, where: str) -> frozenset[int]:
+def parse_cpuset(text: str, where: str, *, limit: int = LIBVIRT_MAX_CPU) -> frozenset[int]:
     """Parse a libvirt cpuset (``0-3,^2,8``): ranges and exclusions, applied left to right.
 
+    Each CPU ends up as the last item naming it says (``^1,0-3`` includes 1, ``0-3,^1`` does
+    not).  The items are painted from the last to the first, each CPU decided once, so the
+    work is bounded by the length of the text plus ``limit``, however many times the
+    ranges repeat or overlap.
+
+    Args:
+        text: The cpuset.
+        where: XPath of the attribute or element, for errors.
+        limit: The highest CPU number accepted: :data:`LIBVIRT_MAX_CPU` for libvirt's own
+            cpusets, :data:`MAX_CELL_CPU` for a cell's CPU set in the metadata.
+
     Raises:
-        TranslationError: Not a cpuset, a range that runs backwards, or exclusions only.
+        TranslationError: Not a cpuset, a CPU above ``limit``, a range that runs backwards,
+            or exclusions only.
     """
-    cpus: set[int] = set()
-    included = False
-    items = text.split(",")
-    if items and not items[-1].strip() and len(items) > 1:
-        items = items[:-1]  # libvirt tolerates one trailing comma
-    for raw in items:
+    items: list[tuple[int, int, bool]] = []  # (first, last, included)
+    parts = text.split(",")
+    if len(parts) > 1 and not parts[-1].strip():
+        parts = parts[:-1]  # libvirt tolerates one trailing comma
+    for raw in parts:
         item = raw.strip()
         if item.startswith("^"):
             number = item[1:].strip()
             if not _DECIMAL.fullmatch(number):
-                raise TranslationError(where, text, f"{item!r} is not an exclusion like ^3")
-            cpus.discard(int(number))
+                raise TranslationError(where, text, f"{_show(item)} is not an exclusion like ^3")
+            cpu = _cpu_number(number, text, where, limit)
+            items.append((cpu, cpu, False))
             continue
         lo, sep, hi = item.partition("-")
         lo, hi = lo.strip(), hi.strip()
         if not _DECIMAL.fullmatch(lo) or (sep and not _DECIMAL.fullmatch(hi)):
             raise TranslationError(
-                where, text, f"{item!r} is not a CPU number or range (like 0-3,^2,8)"
+                where, text, f"{_show(item)} is not a CPU number or range (like 0-3,^2,8)"
             )
-        first, last = int(lo), int(hi) if sep else int(lo)
-        if last > MAX_CPU:
-            raise TranslationError(where, text, f"CPU numbers above {MAX_CPU} are refused")
+        first = _cpu_number(lo, text, where, limit)
+        last = _cpu_number(hi, text, where, limit) if sep else first
         if last < first:
-            raise TranslationError(where, text, f"the range {item!r} runs backwards")
-        cpus.update(range(first, last + 1))
-        included = True
-    if not included:
+            raise TranslationError(where, text, f"the range {_show(item)} runs backwards")
+        items.append((first, last, True))
+    if not any(included for _, _, included in items):
         raise TranslationError(where, text, "a cpuset needs at least one CPU")
+    cpus: list[int] = []
+    decided: dict[int, int] = {}  # a decided CPU -> a CPU above it, maybe undecided
+    for first, last, included in reversed(items):
+        cpu = _undecided(decided, first)
+        while cpu <= last:
+            if included:
+                cpus.append(cpu)
+            decided[cpu] = cpu + 1
+            cpu = _undecided(decided, cpu + 1)
     return frozenset(cpus)
+
+
+def _cpu_number(digits: str, text: str, where: str, limit: int) -> int:
+    """Return a CPU number of a cpuset, refusing one above ``limit``."""
+    significant = digits.lstrip("0") or "0"
+    if len(significant) > len(str(limit)) or int(significant) > limit:
+        raise TranslationError(
+            where, text, f"CPU numbers above {limit} are refused ({limit + 1} CPUs at most)"
+        )
+    return int(significant)
+
+
+def _undecided(decided: dict[int, int], cpu: int) -> int:
+    """Return the lowest CPU from ``cpu`` up that no later item decided (path halving)."""
+    while cpu in decided:
+        above = decided[cpu]
+        decided[cpu] = decided.get(above, above)
+        cpu = above
+    return cpu
