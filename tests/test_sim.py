@@ -180,6 +180,51 @@ def test_incremental_sysfs_matches_full_render(on: SimHost) -> None:
     assert tree == render(on._read_info(), state)
 
 
+def _leave_writer_debris(host: SimHost) -> list[Path]:
+    """Leave what a writer SIGKILLed under the lock leaves, named as the simulator names it.
+
+    A half-built cell directory and a half-deleted one in ``.scratch``, and cut-off
+    ``.state.json``/``.host.json`` temporary files of a dead process's thread.
+    """
+    root = host.root
+    stage = root / ".scratch" / "cell-2-0123456789abcdef0123456789abcdef"
+    (stage / "statistics").mkdir(parents=True)
+    (stage / "name").write_text("arm64-linux\n")
+    (stage / "name").chmod(0o444)
+    trash = root / ".scratch" / "trash-fedcba9876543210fedcba9876543210"
+    trash.mkdir()
+    (trash / "state").write_text("running\n")
+    state_tmp = root / ".state.json.999999.140000000000000.tmp"
+    state_tmp.write_text('{"enabled": tr')
+    host_tmp = root / ".host.json.999999.140000000000000.tmp"
+    host_tmp.write_text("")
+    return [stage, trash, state_tmp, host_tmp]
+
+
+def test_dead_writers_leftovers_are_swept_on_open(on: SimHost) -> None:
+    """Opening a host removes a killed writer's scratch entries and temporary files only."""
+    on.cell_create(cell().to_bytes())
+    before = on.snapshot()
+    debris = _leave_writer_debris(on)
+    foreign = on.root / ".notes.tmp"  # not a name the simulator writes
+    foreign.write_text("keep")
+    reopened = SimHost(on.root)
+    assert [p for p in debris if p.exists()] == []
+    assert list((on.root / ".scratch").iterdir()) == []
+    assert foreign.read_text() == "keep"
+    assert reopened.snapshot() == before
+    check_consistent(reopened)
+
+
+def test_dead_writers_leftovers_are_swept_before_a_commit(on: SimHost) -> None:
+    """An open host sweeps leftovers of a writer killed meanwhile when it next commits."""
+    debris = _leave_writer_debris(on)
+    on.cell_create(cell().to_bytes())
+    assert [p for p in debris if p.exists()] == []
+    assert list((on.root / ".scratch").iterdir()) == []
+    check_consistent(on)
+
+
 # -- lifecycle -----------------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import shutil
 import threading
 import time
 from dataclasses import dataclass
@@ -89,6 +90,8 @@ _POLL: Final = 0.1
 """A blocking console read polls every 100 ms, as the driver does."""
 _IMAGE_CHUNK: Final = 1 << 20
 _NAMELEN: Final = 31
+_STATE_FILES: Final = ("state.json", "host.json")
+"""The files written beside themselves as ``.<name>.<pid>.<thread>.tmp`` and renamed."""
 
 
 class _Errno(Exception):  # noqa: N818 - an errno in flight, not an error of this module
@@ -273,6 +276,7 @@ class SimHost:
         self.root.mkdir(parents=True, exist_ok=True)
         self._info: HostInfo | None = None
         with self._locked():
+            self._sweep()
             info = self._read_info()
             if arch is not None and info.arch is not None and info.arch != arch:
                 raise ValueError(
@@ -330,6 +334,28 @@ class SimHost:
         finally:
             os.close(fd)
 
+    def _sweep(self) -> None:
+        """Remove what a writer killed mid-operation left: scratch entries, temporary files.
+
+        Only called under the lock.  Every scratch directory and temporary file is created
+        and removed by a lock holder, so while we hold the lock none is still being
+        written: whatever is there belongs to a process that died holding the lock.  (The
+        temporary files of a killed writer inside ``sys/`` are repaired when the host is
+        opened: :func:`_sysfs.apply` removes every file the rendering does not have.)
+        """
+        scratch = self._scratch
+        with contextlib.suppress(FileNotFoundError):
+            for entry in scratch.iterdir():
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        entry.unlink()
+        for name in _STATE_FILES:
+            for tmp in self.root.glob(f".{name}.*.tmp"):
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+
     def _read_info(self) -> HostInfo:
         try:
             return HostInfo.from_json((self.root / "host.json").read_text(encoding="utf-8"))
@@ -385,11 +411,12 @@ class SimHost:
     def _commit(self, old_info: HostInfo, raw: str, txn: _Txn) -> None:
         text = txn.state.to_json()
         info_changed = old_info != txn.info
+        if text == raw and not info_changed:
+            return
+        self._sweep()
         if info_changed:
             self._write_info(txn.info)
             self._info = txn.info
-        if text == raw and not info_changed:
-            return
         self._atomic_write(self.root / "state.json", text)
         old = _sysfs.render(old_info, State.from_json(raw))
         _sysfs.apply(self.sysfs_root, self._scratch, old, _sysfs.render(txn.info, txn.state))
