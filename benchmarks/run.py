@@ -9,7 +9,10 @@ Every figure is a ratio between two things measured in the same run, on the same
 with the same interpreter (``sys.executable``): these machines are noisy, so absolute
 times mean little.  Whole-process measures start a fresh process for every sample
 ("cold" means a new interpreter, not an empty page cache: two warm-up runs come first);
-samples of the two sides alternate, and the table shows their medians.
+samples of the two sides alternate, and the table shows their medians.  Both sides use a
+bytecode cache (written to the scratch directory, as ``pip install`` compiles an installed
+package), also where ``PYTHONDONTWRITEBYTECODE`` is set; ``--no-bytecode-cache`` measures
+processes that compile every module from source instead.
 
 Measures (``--only`` takes these names):
 
@@ -204,14 +207,36 @@ class Options:
     quick: bool
     upstream: Path | None
     workdir: Path
+    bytecode_cache: bool = True
 
     def pick(self, quick: int, full: int) -> int:
         """Choose a repetition count by profile."""
         return quick if self.quick else full
 
+    def env(self) -> dict[str, str]:
+        """Return the environment of every measured process, the same for both sides.
+
+        With the bytecode cache (the default) each side's modules are compiled once, into
+        a cache in the scratch directory, as ``pip install`` does at install time, even
+        where ``PYTHONDONTWRITEBYTECODE`` is set.  Without it every start compiles every
+        module from source.
+        """
+        env = dict(os.environ)
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env.pop("PYTHONPYCACHEPREFIX", None)
+        if self.bytecode_cache:
+            env["PYTHONPYCACHEPREFIX"] = str(self.workdir / "pycache")
+        else:
+            env["PYTHONDONTWRITEBYTECODE"] = "1"
+        return env
+
 
 def time_processes(
-    commands: dict[str, list[str]], runs: int, *, warmup: int = 2, cwd: Path | None = None
+    commands: dict[str, list[str]],
+    runs: int,
+    *,
+    env: dict[str, str],
+    warmup: int = 2,
 ) -> dict[str, float]:
     """Run each command ``warmup + runs`` times, alternating them; return the median times.
 
@@ -227,7 +252,7 @@ def time_processes(
                 commands[name],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
-                cwd=cwd,
+                env=env,
                 check=False,
             )
             elapsed = time.perf_counter() - start
@@ -364,14 +389,20 @@ def measure_check(opts: Options) -> list[Row]:
     timed: dict[str, float] = {}
     for label, cell_set in sets.items():
         files = write_set(opts.workdir / "check" / label.replace(" ", "-"), system, cell_set)
-        ours = subprocess.run([*ours_cmd, *files], capture_output=True, check=False).returncode
-        ref = subprocess.run([*ref_cmd, *files], capture_output=True, check=False).returncode
+        ours = subprocess.run(
+            [*ours_cmd, *files], capture_output=True, env=opts.env(), check=False
+        ).returncode
+        ref = subprocess.run(
+            [*ref_cmd, *files], capture_output=True, env=opts.env(), check=False
+        ).returncode
         verdicts.append(f"{label}: jhctl exit {ours}, upstream exit {ref}")
         if ours != ref:
             row.failed = f"different verdicts on the {label!r} set (jhctl {ours}, upstream {ref})"
         if label == "clean":
             timed = time_processes(
-                {"ours": [*ours_cmd, *files], "ref": [*ref_cmd, *files]}, opts.pick(5, 21)
+                {"ours": [*ours_cmd, *files], "ref": [*ref_cmd, *files]},
+                opts.pick(5, 21),
+                env=opts.env(),
             )
     row.ours, row.reference = fmt_time(timed["ours"]), fmt_time(timed["ref"])
     row.ratio = timed["ref"] / timed["ours"]
@@ -727,7 +758,10 @@ def measure_cli(opts: Options) -> list[Row]:
     uri = f"sim://{host.root}"
     jhctl = jhctl_command()
     listing = subprocess.run(
-        [*jhctl, "-c", uri, "cell", "list", "--json"], capture_output=True, check=False
+        [*jhctl, "-c", uri, "cell", "list", "--json"],
+        capture_output=True,
+        env=opts.env(),
+        check=False,
     )
     rows = [
         Row("jhctl --version (process)", goal=Goal(1.5, at_most=True, terms="ours/python -c pass")),
@@ -744,7 +778,7 @@ def measure_cli(opts: Options) -> list[Row]:
             "version": [*jhctl, "--version"],
             "list": [*jhctl, "-c", uri, "cell", "list", "--json"],
         },
-        opts.pick(7, 31),
+        opts.pick(7, 31, env=opts.env()),
     )
     for row, key in zip(rows, ("version", "list"), strict=True):
         row.ours, row.reference = (
@@ -817,6 +851,7 @@ def measure_memory(opts: Options) -> list[Row]:
                 *(["--trace"] if trace else []),
             ],
             capture_output=True,
+            env=opts.env(),
             check=False,
         )
         if child.returncode != 0:
@@ -879,6 +914,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a goal is not met")
     parser.add_argument("--workdir", type=Path, help="keep scratch files here")
+    parser.add_argument(
+        "--no-bytecode-cache",
+        action="store_true",
+        help="measured processes compile every module from source at each start "
+        "(PYTHONDONTWRITEBYTECODE=1), instead of using a bytecode cache as an installed "
+        "package does",
+    )
     parser.add_argument("--child-memory", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -886,16 +928,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(memory_child(args.child_memory, trace=args.trace)))
         return 0
 
+    cache = "no bytecode cache" if args.no_bytecode_cache else "bytecode cached"
     print(
         f"python-jailhouse benchmarks ({'quick' if args.quick else 'full'} profile), "
-        f"{Path(sys.executable).name} {sys.version.split()[0]}, {os.cpu_count()} CPUs"
+        f"{Path(sys.executable).name} {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
+        f"processes {cache}"
     )
     script = Path(__file__).resolve()
     shown = script.relative_to(REPO) if script.is_relative_to(REPO) else script
     print(f"command: python {' '.join([str(shown), *(argv or sys.argv[1:])])}\n")
     rows: list[Row] = []
     with workdir(args.workdir) as work:
-        opts = Options(quick=args.quick, upstream=args.upstream, workdir=work)
+        opts = Options(
+            quick=args.quick,
+            upstream=args.upstream,
+            workdir=work,
+            bytecode_cache=not args.no_bytecode_cache,
+        )
         for name in args.only or MEASURES:
             try:
                 rows.extend(RUNNERS[name](opts))

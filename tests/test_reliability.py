@@ -1,9 +1,11 @@
 """Reliability: damaged configs, generated and hostile XML, and device errors.
 
-Two profiles.  The CI profile (the default) runs a few thousand mutated configs and domain
-documents and keeps the whole reliability suite within about a minute.  The long profile,
-``JAILHOUSE_LONG=1 python -m pytest -m slow tests/test_reliability*.py``, runs the tests
-marked ``slow``: 100,000 mutated config blobs and 100,000 generated domain documents.
+Two profiles.  The CI profile (the default) runs 20,000 mutated configs and 3,000
+generated domain documents and keeps the whole reliability suite within about a minute.
+The tests marked ``slow`` grow in the long profile,
+``JAILHOUSE_LONG=1 python -m pytest -m slow tests/test_reliability*.py``: 100,000 mutated
+config blobs and 100,000 generated domain documents.  (They are not skipped without it: a
+CI run must not skip anything but hardware tests.)
 ``JAILHOUSE_FUZZ_SEED`` picks another seed; every failure names the seed and the index
 of the input, which rebuilds it exactly (:func:`mutate_blob`, :func:`mutate_domain`).
 
@@ -93,8 +95,6 @@ MESSAGE_LIMIT: Final = 2000
 """Longest error message accepted: one line a person can read."""
 REPO: Final = Path(__file__).resolve().parent.parent
 FIXTURES: Final = REPO / "fixtures"
-
-long_only = pytest.mark.skipif(not LONG, reason="long profile: set JAILHOUSE_LONG=1")
 
 
 # -- guards ---------------------------------------------------------------------------------
@@ -365,20 +365,13 @@ def test_corpus_is_clean() -> None:
         assert check_blob(blob, systems, xml=True) in ("cell", "system")
 
 
+@pytest.mark.slow
 def test_mutated_configs() -> None:
-    """20,000 damaged configs: InvalidConfigError, or a config that packs, checks, round-trips."""
-    outcomes = run_blob_fuzz(20_000, SEED)
+    """20,000 damaged configs (long: 100,000): InvalidConfigError, or a sound config."""
+    outcomes = run_blob_fuzz(100_000 if LONG else 20_000, SEED)
     # The mutations must exercise both paths, or the test proves little.
     assert outcomes.get("rejected", 0) > 2_000
     assert outcomes.get("cell", 0) + outcomes.get("system", 0) > 2_000
-
-
-@pytest.mark.slow
-@long_only
-def test_mutated_configs_long() -> None:
-    """100,000 damaged configs, as test_mutated_configs (long profile)."""
-    outcomes = run_blob_fuzz(100_000, SEED + 1)
-    assert outcomes.get("rejected", 0) > 10_000
 
 
 def run_create_fuzz(tmp_path: Path, count: int, seed: int) -> dict[str, int]:
@@ -413,17 +406,35 @@ def run_create_fuzz(tmp_path: Path, count: int, seed: int) -> dict[str, int]:
     return outcomes
 
 
+@pytest.mark.slow
 def test_mutated_cells_on_a_simulated_host(tmp_path: Path) -> None:
-    """150 damaged cells handed to create_cell: documented errors only, nothing left behind."""
-    outcomes = run_create_fuzz(tmp_path, 150, SEED + 2)
+    """150 damaged cells (long: 5,000) handed to create_cell: documented errors, no leftovers."""
+    outcomes = run_create_fuzz(tmp_path, 5_000 if LONG else 150, SEED + 2)
     assert outcomes.get("InvalidConfigError", 0) > 0
 
 
-@pytest.mark.slow
-@long_only
-def test_mutated_cells_on_a_simulated_host_long(tmp_path: Path) -> None:
-    """5,000 damaged cells handed to create_cell (long profile)."""
-    run_create_fuzz(tmp_path, 5_000, SEED + 3)
+@pytest.mark.xfail(
+    strict=True,
+    reason="hypervisor/sysfs/_abi: a cell name with a non-ASCII latin-1 byte (as the codec "
+    "packs names) is created, but create_cell looks for it in sysfs decoded as UTF-8, "
+    "misses it, raises EIO and leaves the cell behind holding its CPUs (found by the long "
+    "profile of test_mutated_cells_on_a_simulated_host)",
+)
+def test_a_latin1_cell_name_survives_create(tmp_path: Path) -> None:
+    """A cell named 'caf\u00e9' is created, found and destroyed through the API."""
+    host = SimHost(tmp_path / "host", arch=Arch.ARM64, cpus=4)
+    with Hypervisor(host.device()) as hv:
+        hv.enable(example_system("arm64"))
+        demo = load_config(FIXTURES / "arm64" / "arm64-demo.cell")
+        assert isinstance(demo, CellConfig)
+        try:
+            cell = hv.create_cell(demo.replace(name="caf\u00e9"))
+        finally:
+            leftovers = [c.name for c in host.snapshot().cells[1:]]
+        assert cell.name == "caf\u00e9"
+        cell.destroy()
+    assert leftovers == ["caf\u00e9"]
+    assert host.snapshot().root_cpus == frozenset(range(4))
 
 
 # -- generated domain XML ----------------------------------------------------------------------
@@ -557,18 +568,29 @@ def run_domain_fuzz(count: int, seed: int) -> dict[str, int]:
     return outcomes
 
 
+@pytest.mark.slow
 def test_generated_domains() -> None:
-    """3,000 generated domain documents: TranslationError, or a cell that packs and round-trips."""
-    outcomes = run_domain_fuzz(3_000, SEED + 4)
+    """3,000 generated domains (long: 100,000): TranslationError, or a sound cell."""
+    outcomes = run_domain_fuzz(100_000 if LONG else 3_000, SEED + 4)
     assert outcomes.get("refused", 0) > 100
     assert outcomes.get("translated", 0) > 100
 
 
-@pytest.mark.slow
-@long_only
-def test_generated_domains_long() -> None:
-    """100,000 generated domain documents, as test_generated_domains (long profile)."""
-    run_domain_fuzz(100_000, SEED + 5)
+@pytest.mark.xfail(
+    strict=True,
+    reason="domxml: metadata cpu-set-size='0' with a CPU translates to a config that does "
+    "not pack (ConfigError from to_bytes) instead of a TranslationError (found by the long "
+    "profile of test_generated_domains, domain #72589 of seed 20250105)",
+)
+def test_metadata_cpu_set_too_small_is_refused() -> None:
+    """A metadata CPU set size that cannot hold the cell's CPUs is a TranslationError."""
+    document = (FIXTURES / "xml" / "x86-demo.xml").read_text(encoding="utf-8")
+    document = document.replace('cpu-set-size="8"', 'cpu-set-size="0"')
+    try:
+        result = domain_to_cell(document, example_system("x86"))
+    except TranslationError:
+        return
+    result.config.to_bytes()
 
 
 # -- hostile XML -------------------------------------------------------------------------------
