@@ -778,7 +778,8 @@ def measure_cli(opts: Options) -> list[Row]:
             "version": [*jhctl, "--version"],
             "list": [*jhctl, "-c", uri, "cell", "list", "--json"],
         },
-        opts.pick(7, 31, env=opts.env()),
+        opts.pick(7, 31),
+        env=opts.env(),
     )
     for row, key in zip(rows, ("version", "list"), strict=True):
         row.ours, row.reference = (
