@@ -9,8 +9,10 @@ value; packing raises :class:`~jailhouse.errors.ConfigError` naming the field pa
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import struct
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 from jailhouse.config.model import (
     CELL_SIGNATURE,
@@ -45,7 +47,7 @@ from jailhouse.config.model import (
 from jailhouse.errors import ConfigError, InvalidConfigError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Callable, Sequence
 
 __all__ = [
     "CELL_DESC_SIZE",
@@ -98,6 +100,109 @@ _COUNT_OFFSETS: Final = {
 }
 
 
+# -- fast construction -------------------------------------------------------------------
+#
+# A parse builds a dozen model objects per config.  The frozen dataclasses' own __init__
+# stores each field through object.__setattr__, which looks the name up again each time;
+# the builders below store through the slot descriptors instead (the same slots, the same
+# values, so equality, hashing and repr are the dataclasses' own).  The enum caches turn a
+# raw field into its flag or enum member with one dict lookup instead of an Enum call.
+
+_T = TypeVar("_T")
+_E = TypeVar("_E", bound=enum.Enum)
+_MEMBER_CACHE_LIMIT: Final = 4096
+"""Distinct raw values one enum cache keeps (a hostile file cannot grow it further)."""
+
+
+def _builder(cls: type[_T], order: str) -> Callable[..., _T]:
+    """Return a constructor of the slotted dataclass ``cls`` taking every field positionally.
+
+    Args:
+        cls: The dataclass.
+        order: Its field names, space-separated, in the order the constructor takes them
+            (the order the binary layout gives them, not necessarily the dataclass's).
+
+    Raises:
+        TypeError: ``order`` does not name each field of ``cls`` exactly once.
+    """
+    names = order.split()
+    fields = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    if sorted(names) != sorted(fields):
+        raise TypeError(f"{cls.__name__} builder: fields {order!r} are not {' '.join(fields)}")
+    lines = [f"def build({', '.join(names)}):", "    obj = new(cls)"]
+    lines += [f"    set_{name}(obj, {name})" for name in names]
+    lines.append("    return obj")
+    namespace: dict[str, Any] = {"new": object.__new__, "cls": cls}
+    namespace.update({f"set_{name}": vars(cls)[name].__set__ for name in names})
+    # The source is made of the dataclass's own field names, as dataclasses does it.
+    exec("\n".join(lines), namespace)  # noqa: S102
+    build: Callable[..., _T] = namespace["build"]
+    return build
+
+
+class _Members(dict[int, _E], Generic[_E]):
+    """Raw field value -> enum member, computed by the enum on a miss and then kept."""
+
+    __slots__ = ("_enum",)
+
+    def __init__(self, enum_type: type[_E]) -> None:
+        super().__init__()
+        self._enum = enum_type
+
+    def __missing__(self, value: int) -> _E:
+        member = self._enum(value)
+        if len(self) < _MEMBER_CACHE_LIMIT:
+            self[value] = member
+        return member
+
+
+_new_memory = _builder(MemoryRegion, "phys_start virt_start size flags")
+_new_cache = _builder(CacheRegion, "start size type flags")
+_new_irqchip = _builder(IrqChip, "address id pin_base pin_bitmap")
+_new_pio = _builder(PioRegion, "base length")
+_new_pci_device = _builder(
+    PciDevice,
+    "type iommu domain bdf bar_mask caps_start num_caps num_msi_vectors msi_64bits "
+    "msi_maskable num_msix_vectors msix_region_size msix_address shmem_regions_start "
+    "shmem_dev_id shmem_peers shmem_protocol",
+)
+_new_pci_cap = _builder(PciCapability, "id start len flags")
+_new_console = _builder(Console, "address size type flags divider gate_nr clock_reg")
+_new_cell = _builder(
+    CellConfig,
+    "name arch id flags cpu_set_size cpus mem_regions cache_regions irqchips pio_regions "
+    "pci_devices pci_caps stream_ids vpci_irq_base cpu_reset_address msg_reply_timeout "
+    "console trailing",
+)
+_new_iommu = _builder(
+    IommuUnit,
+    "type base size amd_bdf amd_base_cap amd_msi_cap amd_features tipvu_tlb_base tipvu_tlb_size",
+)
+_new_x86_platform = _builder(
+    X86Platform, "pm_timer_address apic_mode vtd_interrupt_limit tsc_khz apic_khz"
+)
+_new_platform = _builder(
+    PlatformInfo,
+    "pci_mmconfig_base pci_mmconfig_end_bus pci_is_virtual pci_domain iommu_units arch_info",
+)
+_new_system = _builder(
+    SystemConfig,
+    "arch flags hypervisor_memory debug_console platform root_cell root_header",
+)
+_ARCHES: Final = _Members(Arch)
+_CELL_FLAGS: Final = _Members(CellFlag)
+_MEM_FLAGS: Final = _Members(MemFlag)
+_CACHE_TYPES: Final = _Members(CacheType)
+_CACHE_FLAGS: Final = _Members(CacheFlag)
+_PCI_TYPES: Final = _Members(PciType)
+_PCI_CAP_FLAGS: Final = _Members(PciCapFlag)
+_CONSOLE_TYPES: Final = _Members(ConsoleType)
+_CONSOLE_FLAGS: Final = _Members(ConsoleFlag)
+_IOMMU_TYPES: Final = _Members(IommuType)
+_APIC_MODES: Final = _Members(ApicMode)
+_SYSTEM_FLAGS: Final = _Members(SystemFlag)
+
+
 # -- parsing -------------------------------------------------------------------------------
 
 
@@ -120,8 +225,7 @@ def parse_cell(data: bytes) -> CellConfig:
             "size", len(data), f"a cell config is at least {CELL_DESC_SIZE} bytes", offset=0
         )
     arch = _check_header(data, CELL_SIGNATURE, old=b"JHCELL", what="cell")
-    cell, end = _parse_cell_at(data, 0, arch)
-    return cell if end == len(data) else _with_trailing(cell, data[end:])
+    return _parse_cell_at(data, 0, arch)[0]
 
 
 def parse_system(data: bytes) -> SystemConfig:
@@ -145,41 +249,38 @@ def parse_system(data: bytes) -> SystemConfig:
         )
     arch = _check_header(data, SYSTEM_SIGNATURE, old=b"JHSYST", what="system")
     head = _SYSTEM_HEAD.unpack_from(data, 0)
-    flags = SystemFlag(head[3])
-    hv_mem = MemoryRegion(head[4], head[5], head[6], MemFlag(head[7]))
-    debug_console = _console(head[8:15])
     offset = _SYSTEM_HEAD.size
     mmconfig_base, end_bus, is_virtual, pci_domain = _PLATFORM_PCI.unpack_from(data, offset)
     offset += _PLATFORM_PCI.size
-    units = [_parse_iommu(data, offset + i * _IOMMU.size) for i in range(_NUM_IOMMUS)]
-    while units and units[-1] == IommuUnit(IommuType.UNUSED):
-        units.pop()
+    slots = [_IOMMU.unpack_from(data, offset + i * _IOMMU.size) for i in range(_NUM_IOMMUS)]
+    used = len(slots)
+    while used and _iommu_is_empty(slots[used - 1]):
+        used -= 1
     offset += _NUM_IOMMUS * _IOMMU.size
     arch_info: X86Platform | ArmPlatform
     if arch == Arch.X86:
         pm_timer, apic_mode, vtd_limit, tsc_khz, apic_khz = _X86_PLATFORM.unpack_from(data, offset)
-        arch_info = X86Platform(pm_timer, ApicMode(apic_mode), vtd_limit, tsc_khz, apic_khz)
+        arch_info = _new_x86_platform(
+            pm_timer, _APIC_MODES[apic_mode], vtd_limit, tsc_khz, apic_khz
+        )
     else:
         arch_info = ArmPlatform(*_ARM_PLATFORM.unpack_from(data, offset))
-    platform = PlatformInfo(
-        pci_mmconfig_base=mmconfig_base,
-        pci_mmconfig_end_bus=end_bus,
-        pci_is_virtual=is_virtual,
-        pci_domain=pci_domain,
-        iommu_units=tuple(units),
-        arch_info=arch_info,
+    platform = _new_platform(
+        mmconfig_base,
+        end_bus,
+        is_virtual,
+        pci_domain,
+        tuple([_parse_iommu(slot) for slot in slots[:used]]),
+        arch_info,
     )
-    root, end = _parse_cell_at(data, _ROOT_CELL_OFFSET, arch, prefix="root_cell.")
-    if end != len(data):
-        root = _with_trailing(root, data[end:])
-    return SystemConfig(
-        arch=arch,
-        flags=flags,
-        hypervisor_memory=hv_mem,
-        debug_console=debug_console,
-        platform=platform,
-        root_cell=root,
-        root_header=data[_ROOT_CELL_OFFSET : _ROOT_CELL_OFFSET + 8],
+    return _new_system(
+        arch,
+        _SYSTEM_FLAGS[head[3]],
+        _new_memory(head[4], head[5], head[6], _MEM_FLAGS[head[7]]),  # hypervisor_memory
+        _console(head[8:15]),
+        platform,
+        _parse_cell_at(data, _ROOT_CELL_OFFSET, arch, prefix="root_cell.")[0],
+        data[_ROOT_CELL_OFFSET : _ROOT_CELL_OFFSET + 8],  # root_header
     )
 
 
@@ -209,7 +310,7 @@ def _check_header(data: bytes, signature: bytes, *, old: bytes, what: str) -> Ar
             f"only config revision {CONFIG_REVISION} is supported",
             offset=6,
         )
-    arch = Arch(data[5])
+    arch = _ARCHES[data[5]]
     if not arch.known:
         raise InvalidConfigError(
             "architecture", data[5], "unknown architecture (0 x86, 1 arm, 2 arm64)", offset=5
@@ -220,35 +321,102 @@ def _check_header(data: bytes, signature: bytes, *, old: bytes, what: str) -> Ar
 def _parse_cell_at(
     data: bytes, base: int, arch: Arch, *, prefix: str = ""
 ) -> tuple[CellConfig, int]:
-    """Parse the descriptor at ``base`` and its arrays; return the cell and its end."""
+    """Parse the descriptor at ``base`` and its arrays; return the cell and its end.
+
+    Bytes after the arrays become the cell's ``trailing``.
+    """
     f = _CELL_DESC.unpack_from(data, base)
-    (
-        cell_id,
-        flags,
+    cpu_set_size, n_mem, n_cache, n_irq, n_pio, n_pci, n_caps, n_streams = f[6:14]
+    s_mem = base + CELL_DESC_SIZE + cpu_set_size
+    s_cache = s_mem + n_mem * _MEMORY_SIZE
+    s_irq = s_cache + n_cache * _CACHE_SIZE
+    s_pio = s_irq + n_irq * _IRQCHIP_SIZE
+    s_pci = s_pio + n_pio * _PIO_SIZE
+    s_caps = s_pci + n_pci * _PCI_DEVICE_SIZE
+    s_streams = s_caps + n_caps * _PCI_CAP_SIZE
+    end = s_streams + n_streams * _STREAM_ID_SIZE
+    if end > len(data):
+        _raise_overrun(data, base, f, prefix)
+    bits = int.from_bytes(data[s_mem - cpu_set_size : s_mem], "little")
+    cpus: set[int] = set()
+    while bits:
+        low = bits & -bits
+        cpus.add(low.bit_length() - 1)
+        bits ^= low
+    mem_flags = _MEM_FLAGS
+    cell = _new_cell(
+        _name(f[3]),
+        arch,
+        f[4],  # id
+        _CELL_FLAGS[f[5]],
         cpu_set_size,
-        n_mem,
-        n_cache,
-        n_irq,
-        n_pio,
-        n_pci,
-        n_caps,
-        n_streams,
-        vpci_irq_base,
-    ) = f[4:15]
-    offset = base + CELL_DESC_SIZE
-    extents = (
-        ("cpu_set_size", cpu_set_size, 1),
-        ("num_memory_regions", n_mem, _MEMORY.size),
-        ("num_cache_regions", n_cache, _CACHE.size),
-        ("num_irqchips", n_irq, _IRQCHIP.size),
-        ("num_pio_regions", n_pio, _PIO.size),
-        ("num_pci_devices", n_pci, _PCI_DEVICE.size),
-        ("num_pci_caps", n_caps, _PCI_CAP.size),
-        ("num_stream_ids", n_streams, _STREAM_ID.size),
+        frozenset(cpus),
+        tuple(
+            [
+                _new_memory(phys, virt, size, mem_flags[flags])
+                for phys, virt, size, flags in _MEMORY.iter_unpack(data[s_mem:s_cache])
+            ]
+        )
+        if n_mem
+        else (),
+        tuple(
+            [
+                _new_cache(start, size, _CACHE_TYPES[kind], _CACHE_FLAGS[flags])
+                for start, size, kind, flags in _CACHE.iter_unpack(data[s_cache:s_irq])
+            ]
+        )
+        if n_cache
+        else (),
+        tuple(
+            [
+                _new_irqchip(v[0], v[1], v[2], v[3:])  # address, id, pin_base, pin_bitmap
+                for v in _IRQCHIP.iter_unpack(data[s_irq:s_pio])
+            ]
+        )
+        if n_irq
+        else (),
+        tuple([_new_pio(*v) for v in _PIO.iter_unpack(data[s_pio:s_pci])]) if n_pio else (),
+        tuple([_pci_device(v) for v in _PCI_DEVICE.iter_unpack(data[s_pci:s_caps])])
+        if n_pci
+        else (),
+        tuple(
+            [
+                _new_pci_cap(cap_id, start, length, _PCI_CAP_FLAGS[flags])
+                for cap_id, start, length, flags in _PCI_CAP.iter_unpack(data[s_caps:s_streams])
+            ]
+        )
+        if n_caps
+        else (),
+        tuple([v for (v,) in _STREAM_ID.iter_unpack(data[s_streams:end])]) if n_streams else (),
+        f[14],  # vpci_irq_base
+        f[15],  # cpu_reset_address
+        f[16],  # msg_reply_timeout
+        _console(f[17:24]),
+        data[end:],  # trailing
     )
-    starts: list[int] = []
+    return cell, end
+
+
+_MEMORY_SIZE: Final = _MEMORY.size
+_CACHE_SIZE: Final = _CACHE.size
+_IRQCHIP_SIZE: Final = _IRQCHIP.size
+_PIO_SIZE: Final = _PIO.size
+_PCI_DEVICE_SIZE: Final = _PCI_DEVICE.size
+_PCI_CAP_SIZE: Final = _PCI_CAP.size
+_STREAM_ID_SIZE: Final = _STREAM_ID.size
+
+
+def _raise_overrun(data: bytes, base: int, desc: tuple[Any, ...], prefix: str) -> None:
+    """Raise for the first count whose array runs past the end of ``data``."""
+    offset = base + CELL_DESC_SIZE
+    extents = zip(
+        _COUNT_OFFSETS,
+        desc[6:14],
+        (1, _MEMORY_SIZE, _CACHE_SIZE, _IRQCHIP_SIZE, _PIO_SIZE, _PCI_DEVICE_SIZE,
+         _PCI_CAP_SIZE, _STREAM_ID_SIZE),
+        strict=True,
+    )  # fmt: skip
     for name, count, item in extents:
-        starts.append(offset)
         offset += count * item
         if offset > len(data):
             raise InvalidConfigError(
@@ -257,51 +425,6 @@ def _parse_cell_at(
                 f"the arrays it declares run to byte {offset} but the config has {len(data)} bytes",
                 offset=base + _COUNT_OFFSETS[name],
             )
-    s_cpu, s_mem, s_cache, s_irq, s_pio, s_pci, s_caps, s_streams = starts
-    bits = int.from_bytes(data[s_cpu : s_cpu + cpu_set_size], "little")
-    cpus: set[int] = set()
-    while bits:
-        low = bits & -bits
-        cpus.add(low.bit_length() - 1)
-        bits ^= low
-    cell = CellConfig(
-        name=_name(f[3]),
-        arch=arch,
-        id=cell_id,
-        flags=CellFlag(flags),
-        cpus=frozenset(cpus),
-        cpu_set_size=cpu_set_size,
-        mem_regions=tuple(
-            MemoryRegion(p, v, s, MemFlag(fl))
-            for p, v, s, fl in _items(_MEMORY, data, s_mem, n_mem)
-        ),
-        cache_regions=tuple(
-            CacheRegion(st, sz, CacheType(t), CacheFlag(fl))
-            for st, sz, t, fl in _items(_CACHE, data, s_cache, n_cache)
-        ),
-        irqchips=tuple(
-            IrqChip(a, i, pb, (b0, b1, b2, b3))
-            for a, i, pb, b0, b1, b2, b3 in _items(_IRQCHIP, data, s_irq, n_irq)
-        ),
-        pio_regions=tuple(PioRegion(b, n) for b, n in _items(_PIO, data, s_pio, n_pio)),
-        pci_devices=tuple(_pci_device(v) for v in _items(_PCI_DEVICE, data, s_pci, n_pci)),
-        pci_caps=tuple(
-            PciCapability(i, st, ln, PciCapFlag(fl))
-            for i, st, ln, fl in _items(_PCI_CAP, data, s_caps, n_caps)
-        ),
-        stream_ids=tuple(v for (v,) in _items(_STREAM_ID, data, s_streams, n_streams)),
-        vpci_irq_base=vpci_irq_base,
-        cpu_reset_address=f[15],
-        msg_reply_timeout=f[16],
-        console=_console(f[17:24]),
-    )
-    return cell, offset
-
-
-def _items(fmt: struct.Struct, data: bytes, start: int, count: int) -> Iterable[tuple[int, ...]]:
-    if not count:
-        return ()
-    return fmt.iter_unpack(data[start : start + count * fmt.size])
 
 
 def _name(raw: bytes) -> str:
@@ -310,46 +433,51 @@ def _name(raw: bytes) -> str:
 
 def _console(v: Sequence[int]) -> Console:
     address, size, con_type, flags, divider, gate_nr, clock_reg = v
-    return Console(
-        address, size, ConsoleType(con_type), ConsoleFlag(flags), divider, gate_nr, clock_reg
+    return _new_console(
+        address, size, _CONSOLE_TYPES[con_type], _CONSOLE_FLAGS[flags], divider, gate_nr, clock_reg
     )
 
 
 def _pci_device(v: tuple[int, ...]) -> PciDevice:
     msi_bits = v[13]
-    return PciDevice(
-        type=PciType(v[0]),
-        iommu=v[1],
-        domain=v[2],
-        bdf=v[3],
-        bar_mask=(v[4], v[5], v[6], v[7], v[8], v[9]),
-        caps_start=v[10],
-        num_caps=v[11],
-        num_msi_vectors=v[12],
-        msi_64bits=bool(msi_bits & 1),
-        msi_maskable=bool(msi_bits & 2),
-        num_msix_vectors=v[14],
-        msix_region_size=v[15],
-        msix_address=v[16],
-        shmem_regions_start=v[17],
-        shmem_dev_id=v[18],
-        shmem_peers=v[19],
-        shmem_protocol=v[20],
+    return _new_pci_device(
+        _PCI_TYPES[v[0]],
+        v[1],  # iommu
+        v[2],  # domain
+        v[3],  # bdf
+        v[4:10],  # bar_mask
+        v[10],  # caps_start
+        v[11],  # num_caps
+        v[12],  # num_msi_vectors
+        bool(msi_bits & 1),  # msi_64bits
+        bool(msi_bits & 2),  # msi_maskable
+        *v[14:],  # num_msix_vectors ... shmem_protocol, in the order of the struct
     )
 
 
-def _parse_iommu(data: bytes, offset: int) -> IommuUnit:
-    unit_type, base, size, union = _IOMMU.unpack_from(data, offset)
-    kind = IommuType(unit_type)
+def _iommu_is_empty(raw: tuple[int, int, int, bytes]) -> bool:
+    """Tell whether an IOMMU slot parses to ``IommuUnit(IommuType.UNUSED)``.
+
+    That is type 0 with every field zero; the AMD member's trailing padding is not a field.
+    """
+    unit_type, base, size, union = raw
+    return (
+        unit_type == 0
+        and base == 0
+        and size == 0
+        and union[:_AMD_FIELD_BYTES] == bytes(_AMD_FIELD_BYTES)
+    )
+
+
+_AMD_FIELD_BYTES: Final = _IOMMU_AMD.size - 4  # the last 4 bytes are padding, not a field
+
+
+def _parse_iommu(raw: tuple[Any, ...]) -> IommuUnit:
+    unit_type, base, size, union = raw
+    kind = _IOMMU_TYPES[unit_type]
     if kind == IommuType.PVU:
-        tlb_base, tlb_size = _IOMMU_PVU.unpack(union)
-        return IommuUnit(kind, base, size, tipvu_tlb_base=tlb_base, tipvu_tlb_size=tlb_size)
-    bdf, base_cap, msi_cap, features = _IOMMU_AMD.unpack(union)
-    return IommuUnit(kind, base, size, bdf, base_cap, msi_cap, features)
-
-
-def _with_trailing(cell: CellConfig, trailing: bytes) -> CellConfig:
-    return cell.replace(trailing=trailing)
+        return _new_iommu(kind, base, size, 0, 0, 0, 0, *_IOMMU_PVU.unpack(union))
+    return _new_iommu(kind, base, size, *_IOMMU_AMD.unpack(union), 0, 0)
 
 
 # -- packing -------------------------------------------------------------------------------
@@ -361,8 +489,11 @@ def pack_cell(cell: CellConfig) -> bytes:
     Raises:
         ConfigError: A value does not fit its field; the error names the field path.
     """
-    head = CELL_SIGNATURE + _u8("arch", cell.arch) + struct.pack("<H", CONFIG_REVISION)
-    return _pack_cell_body(cell, head, prefix="")
+    try:
+        return _pack_cell_fast(cell, CELL_SIGNATURE + bytes((cell.arch,)) + _REVISION)
+    except Exception:  # noqa: BLE001 - the named path below raises what is wrong, or packs
+        head = CELL_SIGNATURE + _u8("arch", cell.arch) + _REVISION
+        return _pack_cell_body(cell, head, prefix="")
 
 
 def pack_system(system: SystemConfig) -> bytes:
@@ -371,6 +502,170 @@ def pack_system(system: SystemConfig) -> bytes:
     Raises:
         ConfigError: A value does not fit its field; the error names the field path.
     """
+    try:
+        return _pack_system_fast(system)
+    except Exception:  # noqa: BLE001 - the named path below raises what is wrong, or packs
+        return _pack_system_named(system)
+
+
+# Packing runs a fast path first: one struct call per element and no field names.  Any
+# exception there (a value that does not fit, a wrong type, a bad length) sends the config
+# through the named path, which packs field by field as the fast path does and raises the
+# error that names the first field in file order.  So the fast path only has to give the
+# same bytes whenever the named path would succeed, and fail whenever it would fail.
+
+_REVISION: Final = struct.pack("<H", CONFIG_REVISION)
+_NAME_LEN: Final = 32
+
+
+class _NeedsNames(Exception):  # noqa: N818 - a private signal, not an error anyone sees
+    """The fast path found something the named path has to report."""
+
+
+def _pack_cell_fast(cell: CellConfig, head: bytes) -> bytes:
+    """Pack a cell descriptor after ``head`` and its arrays, naming no field on failure."""
+    name = cell.name.encode("latin-1")
+    if len(name) > _NAME_LEN:
+        raise _NeedsNames
+    mems, caches, chips, pios = (
+        cell.mem_regions,
+        cell.cache_regions,
+        cell.irqchips,
+        cell.pio_regions,
+    )
+    devices, caps, streams = cell.pci_devices, cell.pci_caps, cell.stream_ids
+    con = cell.console
+    parts = [
+        head,
+        _BODY.pack(
+            name,
+            cell.id,
+            cell.flags,
+            cell.cpu_set_size,
+            len(mems),
+            len(caches),
+            len(chips),
+            len(pios),
+            len(devices),
+            len(caps),
+            len(streams),
+            cell.vpci_irq_base,
+            cell.cpu_reset_address,
+            cell.msg_reply_timeout,
+            con.address,
+            con.size,
+            con.type,
+            con.flags,
+            con.divider,
+            con.gate_nr,
+            con.clock_reg,
+        ),
+        _pack_cpus(cell, ""),
+    ]
+    if mems:
+        pack = _MEMORY.pack
+        parts += [pack(r.phys_start, r.virt_start, r.size, r.flags) for r in mems]
+    if caches:
+        pack = _CACHE.pack
+        parts += [pack(c.start, c.size, c.type, c.flags) for c in caches]
+    for chip in chips:
+        bitmap = chip.pin_bitmap
+        if len(bitmap) != len(_ZERO_BITMAP):
+            raise _NeedsNames
+        parts.append(_IRQCHIP.pack(chip.address, chip.id, chip.pin_base, *bitmap))
+    if pios:
+        pack = _PIO.pack
+        parts += [pack(p.base, p.length) for p in pios]
+    for dev in devices:
+        bar_mask = dev.bar_mask
+        if len(bar_mask) != len(_ZERO_BAR_MASK):
+            raise _NeedsNames
+        parts.append(
+            _PCI_DEVICE.pack(
+                dev.type,
+                dev.iommu,
+                dev.domain,
+                dev.bdf,
+                *bar_mask,
+                dev.caps_start,
+                dev.num_caps,
+                dev.num_msi_vectors,
+                int(dev.msi_64bits) | int(dev.msi_maskable) << 1,
+                dev.num_msix_vectors,
+                dev.msix_region_size,
+                dev.msix_address,
+                dev.shmem_regions_start,
+                dev.shmem_dev_id,
+                dev.shmem_peers,
+                dev.shmem_protocol,
+            )
+        )
+    if caps:
+        pack = _PCI_CAP.pack
+        parts += [pack(c.id, c.start, c.len, c.flags) for c in caps]
+    if streams:
+        pack = _STREAM_ID.pack
+        parts += [pack(s) for s in streams]
+    parts.append(cell.trailing)
+    return b"".join(parts)
+
+
+_ZERO_BITMAP: Final = (0, 0, 0, 0)
+_ZERO_BAR_MASK: Final = (0, 0, 0, 0, 0, 0)
+
+
+def _pack_system_fast(system: SystemConfig) -> bytes:
+    """Pack a system config and its root cell, naming no field on failure."""
+    hv = system.hypervisor_memory
+    con = system.debug_console
+    platform = system.platform
+    units = platform.iommu_units
+    if len(units) > _NUM_IOMMUS or len(system.root_header) != len(_ZERO_ROOT_HEADER):
+        raise _NeedsNames
+    parts = [
+        _SYSTEM_HEAD.pack(
+            SYSTEM_SIGNATURE,
+            system.arch,
+            CONFIG_REVISION,
+            system.flags,
+            hv.phys_start,
+            hv.virt_start,
+            hv.size,
+            hv.flags,
+            con.address,
+            con.size,
+            con.type,
+            con.flags,
+            con.divider,
+            con.gate_nr,
+            con.clock_reg,
+        ),
+        _PLATFORM_PCI.pack(
+            platform.pci_mmconfig_base,
+            platform.pci_mmconfig_end_bus,
+            platform.pci_is_virtual,
+            platform.pci_domain,
+        ),
+    ]
+    for unit in units:
+        if unit.type == IommuType.PVU:
+            union = _IOMMU_PVU.pack(unit.tipvu_tlb_base, unit.tipvu_tlb_size)
+        else:
+            union = _IOMMU_AMD.pack(
+                unit.amd_bdf, unit.amd_base_cap, unit.amd_msi_cap, unit.amd_features
+            )
+        parts.append(_IOMMU.pack(unit.type, unit.base, unit.size, union))
+    parts.append(bytes(_IOMMU.size * (_NUM_IOMMUS - len(units))))
+    parts.append(_pack_arch_info(system.arch, platform.arch_info))
+    parts.append(_pack_cell_fast(system.root_cell, system.root_header))
+    return b"".join(parts)
+
+
+_ZERO_ROOT_HEADER: Final = bytes(8)
+
+
+def _pack_system_named(system: SystemConfig) -> bytes:
+    """Pack a system config field by field, naming the first field whose value does not fit."""
     hv = system.hypervisor_memory
     con = system.debug_console
     platform = system.platform

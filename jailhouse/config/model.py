@@ -517,9 +517,7 @@ class CellConfig:
         Raises:
             ConfigError: A value does not fit its field.
         """
-        from jailhouse.config.codec import pack_cell  # noqa: PLC0415 - codec imports model
-
-        return pack_cell(self)
+        return _codec.pack_cell(self)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> CellConfig:
@@ -528,9 +526,7 @@ class CellConfig:
         Raises:
             InvalidConfigError: The bytes are not a revision-14 cell config.
         """
-        from jailhouse.config.codec import parse_cell  # noqa: PLC0415 - codec imports model
-
-        return parse_cell(data)
+        return _codec.parse_cell(data)
 
     def validate(self) -> list[Finding]:
         """Check the config on its own, as the driver and hypervisor would at create.
@@ -641,9 +637,7 @@ class SystemConfig:
         Raises:
             ConfigError: A value does not fit its field.
         """
-        from jailhouse.config.codec import pack_system  # noqa: PLC0415 - codec imports model
-
-        return pack_system(self)
+        return _codec.pack_system(self)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SystemConfig:
@@ -652,9 +646,7 @@ class SystemConfig:
         Raises:
             InvalidConfigError: The bytes are not a revision-14 system config.
         """
-        from jailhouse.config.codec import parse_system  # noqa: PLC0415 - codec imports model
-
-        return parse_system(data)
+        return _codec.parse_system(data)
 
     def validate(self) -> list[Finding]:
         """Check the system config and its root cell.
@@ -734,13 +726,18 @@ def load_config(source: bytes | bytearray | memoryview | str | Path) -> CellConf
         InvalidConfigError: The bytes are not a revision-14 config.
         OSError: The file cannot be read.
     """
-    from jailhouse.config.codec import parse_cell, parse_system  # noqa: PLC0415
-
-    if isinstance(source, bytes | bytearray | memoryview):
+    if isinstance(source, _BYTES_LIKE):
         data = bytes(source)
     else:
         with open(source, "rb") as f:  # noqa: PTH123 - str or Path
             data = f.read()
     if data[:5] == SYSTEM_SIGNATURE:
-        return parse_system(data)
-    return parse_cell(data)
+        return _codec.parse_system(data)
+    return _codec.parse_cell(data)
+
+
+_BYTES_LIKE: Final = (bytes, bytearray, memoryview)
+
+# The codec builds the classes above, so it is imported after them; the methods that pack
+# and parse look it up when called.  (The package imports the codec first anyway.)
+from jailhouse.config import codec as _codec  # noqa: E402
