@@ -377,7 +377,12 @@ class SimHost:
             return State()
 
     def _write_state(self, state: State) -> None:
-        self._atomic_write(self.root / "state.json", state.to_json())
+        path = self.root / "state.json"
+        text = state.to_json()
+        with contextlib.suppress(FileNotFoundError):
+            if path.read_text(encoding="utf-8") == text:
+                return  # opening a host rewrites nothing (no fsync) when nothing changed
+        self._atomic_write(path, text)
 
     @staticmethod
     def _atomic_write(path: Path, text: str) -> None:

@@ -13,13 +13,15 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import uuid
-from pathlib import Path
-from typing import Final, NamedTuple
+import stat
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 from jailhouse.config.model import format_cpus
 from jailhouse.sim._state import COUNTER_MASK, CellRecord, HostInfo, State, stat_names
 from jailhouse.sysfs import CellState
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = [
     "DRIVER_DIR",
@@ -197,7 +199,7 @@ def apply(sys_root: Path, scratch: Path, old: Tree, new: Tree) -> None:
     for cell in sorted(removed):
         _discard(sys_root / f"{_CELLS}{cell}", scratch)
     for cell in sorted(added):
-        stage = scratch / f"cell-{cell}-{uuid.uuid4().hex}"
+        stage = scratch / f"cell-{cell}-{_unique()}"
         prefix = f"{_CELLS}{cell}/"
         for path, entry in new.items():
             if path.startswith(prefix):
@@ -212,7 +214,7 @@ def apply(sys_root: Path, scratch: Path, old: Tree, new: Tree) -> None:
 def _discard(directory: Path, scratch: Path) -> None:
     """Move a directory out of the tree in one rename, then delete it."""
     scratch.mkdir(parents=True, exist_ok=True)
-    trash = scratch / f"trash-{uuid.uuid4().hex}"
+    trash = scratch / f"trash-{_unique()}"
     try:
         directory.rename(trash)
     except FileNotFoundError:
@@ -220,24 +222,38 @@ def _discard(directory: Path, scratch: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
+def _unique() -> str:
+    """Return 32 random hex digits for a scratch name (uuid4's length, without uuid's import)."""
+    return os.urandom(16).hex()
+
+
 def read_tree(sys_root: Path) -> Tree:
-    """Read the files the simulator owns from disk, for :func:`apply` to repair them."""
+    """Read the files the simulator owns from disk, for :func:`apply` to repair them.
+
+    Regular files only: symlinks and anything else are left out, as is a file that
+    vanishes while the tree is read.
+    """
     tree: Tree = {}
+    root = os.fspath(sys_root)
     for owned in _OWNED:
-        top = sys_root / owned
-        for dirpath, _dirs, files in os.walk(top):
+        for dirpath, _dirs, files in os.walk(f"{root}/{owned}"):
+            rel_dir = os.path.relpath(dirpath, root)
             for name in files:
-                path = Path(dirpath, name)
-                if path.is_symlink() or not path.is_file():
+                full = f"{dirpath}/{name}"
+                try:
+                    info = os.lstat(full)
+                except (FileNotFoundError, NotADirectoryError):
                     continue
-                rel = path.relative_to(sys_root).as_posix()
-                info = path.stat()
+                if not stat.S_ISREG(info.st_mode):
+                    continue
+                rel = f"{rel_dir}/{name}"
                 mode = info.st_mode & 0o777
                 if rel == _CORE:
                     tree[rel] = Entry(b"", mode, info.st_size)
                     continue
                 try:
-                    tree[rel] = Entry(path.read_bytes(), mode)
+                    with open(full, "rb") as f:  # noqa: PTH123 - string paths, no Path per file
+                        tree[rel] = Entry(f.read(), mode)
                 except PermissionError:  # a mode-000 console, not running as root
                     tree[rel] = Entry(b"\0unreadable", mode)  # differs from any rendering
     return tree
