@@ -262,6 +262,30 @@ def mutate_blob(rng: random.Random, data: bytes, others: list[bytes]) -> bytes:
     return bytes(buf)
 
 
+class Failures:
+    """The failures of a fuzz run: it goes on after one, so a long run finds them all."""
+
+    LIMIT: Final = 10
+
+    def __init__(self, what: str, seed: int) -> None:
+        """Name the inputs (``config``, ``domain``...) and the seed, for the report."""
+        self.what = what
+        self.seed = seed
+        self.count = 0
+        self.examples: list[str] = []
+
+    def add(self, index: int, exc: BaseException) -> None:
+        """Record the failure of input ``index``."""
+        self.count += 1
+        if len(self.examples) < self.LIMIT:
+            kind = "" if isinstance(exc, AssertionError) else f"undocumented {type(exc).__name__}: "
+            self.examples.append(f"{self.what} #{index} of seed {self.seed}: {kind}{exc}")
+
+    def check(self) -> None:
+        """Fail with every recorded example if anything failed."""
+        assert self.count == 0, f"{self.count} failures:\n" + "\n".join(self.examples)
+
+
 def _item_rng(seed: int, index: int) -> random.Random:
     return random.Random(seed * 1_000_003 + index)  # noqa: S311 - reproducible, not secret
 
@@ -327,6 +351,7 @@ def run_blob_fuzz(count: int, seed: int) -> dict[str, int]:
     blobs = corpus()
     systems = _systems_by_arch()
     outcomes: dict[str, int] = {}
+    failures = Failures("config", seed)
     index = 0
     with memory_guard(), watchdog(lambda: f"config #{index} of seed {seed}"):
         for index in range(count):
@@ -335,13 +360,11 @@ def run_blob_fuzz(count: int, seed: int) -> dict[str, int]:
             blob = mutate_blob(rng, rng.choice(blobs), blobs)
             try:
                 outcome = check_blob(blob, systems, xml=index % 16 == 0)
-            except AssertionError as exc:
-                raise AssertionError(f"config #{index} of seed {seed}: {exc}") from exc
-            except Exception as exc:
-                raise AssertionError(
-                    f"config #{index} of seed {seed}: undocumented {type(exc).__name__}: {exc}"
-                ) from exc
+            except Exception as exc:  # noqa: BLE001 - recorded; the run goes on
+                failures.add(index, exc)
+                outcome = "failed"
             outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    failures.check()
     return outcomes
 
 
@@ -363,35 +386,58 @@ def test_mutated_configs() -> None:
 
 
 def run_create_fuzz(tmp_path: Path, count: int, seed: int) -> dict[str, int]:
-    """Hand damaged cell configs to a simulated host through the API."""
+    """Hand damaged cell configs to a simulated host through the API.
+
+    After a failure the run goes on with a fresh host, so a long run finds every kind.
+    """
     blobs = [b for b in corpus() if b[:5] == b"JHCLL"]
-    host = SimHost(tmp_path / "host", arch=Arch.ARM64, cpus=4)
     system = example_system("arm64")
     outcomes: dict[str, int] = {}
-    index = 0
-    with (
-        Hypervisor(host.device()) as hv,
-        memory_guard(),
-        watchdog(lambda: f"create #{index} of seed {seed}"),
-    ):
+    failures = Failures("create", seed)
+    hosts = 0
+
+    def fresh() -> tuple[SimHost, Hypervisor]:
+        nonlocal hosts
+        hosts += 1
+        host = SimHost(tmp_path / f"host{hosts}", arch=Arch.ARM64, cpus=4)
+        hv = Hypervisor(host.device())
         hv.enable(system)
+        return host, hv
+
+    host, hv = fresh()
+    index = 0
+    with memory_guard(), watchdog(lambda: f"create #{index} of seed {seed}"):
         for index in range(count):
             signal.setitimer(signal.ITIMER_REAL, HANG_SECONDS)
             rng = _item_rng(seed, index)
             blob = mutate_blob(rng, rng.choice(blobs), blobs)
             try:
-                cell = hv.create_cell(blob)
-            except (ConfigError, DeviceError) as exc:  # documented by create_cell
-                check_message(exc)
-                outcome = type(exc).__name__
-            else:
-                cell.destroy()
-                outcome = "created"
+                outcome = _create_one(hv, host, blob)
+            except Exception as exc:  # noqa: BLE001 - recorded; the run goes on
+                failures.add(index, exc)
+                outcome = "failed"
+                hv.close()
+                host, hv = fresh()
             outcomes[outcome] = outcomes.get(outcome, 0) + 1
-            snap = host.snapshot()
-            assert [c.name for c in snap.cells] == ["arm64-root"], f"create #{index}: {snap}"
-            assert snap.root_cpus == frozenset(range(4))
+    hv.close()
+    failures.check()
     return outcomes
+
+
+def _create_one(hv: Hypervisor, host: SimHost, blob: bytes) -> str:
+    """Create (and destroy) a cell from a damaged config; assert nothing is left behind."""
+    try:
+        cell = hv.create_cell(blob)
+    except (ConfigError, DeviceError) as exc:  # documented by create_cell
+        check_message(exc)
+        outcome = type(exc).__name__
+    else:
+        cell.destroy()
+        outcome = "created"
+    snap = host.snapshot()
+    assert [c.name for c in snap.cells] == ["arm64-root"], f"left behind: {snap}"
+    assert snap.root_cpus == frozenset(range(4)), f"root lacks CPUs: {snap}"
+    return outcome
 
 
 @pytest.mark.slow
@@ -538,6 +584,7 @@ def run_domain_fuzz(count: int, seed: int) -> dict[str, int]:
     documents = domain_corpus()
     systems = _systems_by_arch()
     outcomes: dict[str, int] = {}
+    failures = Failures("domain", seed)
     index = 0
     with memory_guard(), watchdog(lambda: f"domain #{index} of seed {seed}"):
         for index in range(count):
@@ -546,13 +593,11 @@ def run_domain_fuzz(count: int, seed: int) -> dict[str, int]:
             document = mutate_domain(rng, rng.choice(documents))
             try:
                 outcome = check_domain(document, systems)
-            except AssertionError as exc:
-                raise AssertionError(f"domain #{index} of seed {seed}: {exc}") from exc
-            except Exception as exc:
-                raise AssertionError(
-                    f"domain #{index} of seed {seed}: undocumented {type(exc).__name__}: {exc}"
-                ) from exc
+            except Exception as exc:  # noqa: BLE001 - recorded; the run goes on
+                failures.add(index, exc)
+                outcome = "failed"
             outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    failures.check()
     return outcomes
 
 
