@@ -41,6 +41,7 @@ from jailhouse.cli._base import (
     ArgumentParser,
     CliError,
     Context,
+    DeferredParser,
     Verbs,
 )
 
@@ -106,7 +107,7 @@ def build_parser() -> ArgumentParser:
         "--version", action="version", version=f"jhctl (python-jailhouse) {__version__}"
     )
     sub = parser.add_subparsers(
-        dest="verb", metavar="VERB", required=True, parser_class=ArgumentParser
+        dest="verb", metavar="VERB", required=True, parser_class=DeferredParser
     )
     verbs = Verbs(sub, common)
     for register in VERB_GROUPS:
