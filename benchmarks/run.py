@@ -626,7 +626,7 @@ def measure_codec(opts: Options) -> list[Row]:
         Row(
             "  of which pack (info)",
             fmt_time(pack["ours"]),
-            fmt_time(pack["floor"]) + " (struct.pack floor)",
+            fmt_time(pack["floor"]) + " (Struct.pack per element)",
             pack["ours"] / pack["floor"],
         ),
     ]
