@@ -26,6 +26,7 @@ enum fields take a member name or a number.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, TypeVar
@@ -57,6 +58,7 @@ from jailhouse.domxml._xml import (
     NS,
     PREFIX,
     attr_path,
+    child_path,
     children,
     parse_cpuset,
     parse_int,
@@ -188,6 +190,7 @@ def read_metadata(
 
 def _parse_cell(el: etree._Element) -> Metadata:
     meta = Metadata(element=el)
+    cell_path = path_of(el)
     for name in el.attrib:
         if name not in _CELL_ATTRS:
             raise TranslationError(
@@ -195,29 +198,28 @@ def _parse_cell(el: etree._Element) -> Metadata:
             )
     name_hex = el.get("name-hex")
     if name_hex is not None:
-        raw = _hex_bytes(name_hex, attr_path(el, "name-hex"))
+        where = f"{cell_path}/@name-hex"
+        raw = _hex_bytes(name_hex, where)
         if len(raw) > 32:
-            raise TranslationError(
-                attr_path(el, "name-hex"), name_hex, "a cell name is at most 32 bytes"
-            )
+            raise TranslationError(where, name_hex, "a cell name is at most 32 bytes")
         meta.name = raw.decode("latin-1")
-        meta.paths["name"] = attr_path(el, "name-hex")
-    meta.arch = _opt_int(el, "arch", _U8, meta)
+        meta.paths["name"] = where
+    meta.arch = _opt_int(el, cell_path, "arch", _U8, meta)
     flags = el.get("flags")
     if flags is not None:
-        meta.flags = _parse_flags(flags, CellFlag, attr_path(el, "flags"), _U32)
-        meta.paths["flags"] = attr_path(el, "flags")
-    meta.cpu_set_size = _opt_int(el, "cpu-set-size", _U32, meta)
-    meta.id = _opt_int(el, "id", _U32, meta)
-    meta.vpci_irq_base = _opt_int(el, "vpci-irq-base", _U32, meta)
-    meta.cpu_reset_address = _opt_int(el, "cpu-reset-address", _U64, meta)
-    meta.msg_reply_timeout = _opt_int(el, "msg-reply-timeout", _U64, meta)
+        meta.flags = _parse_flags(flags, CellFlag, f"{cell_path}/@flags", _U32)
+        meta.paths["flags"] = f"{cell_path}/@flags"
+    meta.cpu_set_size = _opt_int(el, cell_path, "cpu-set-size", _U32, meta)
+    meta.id = _opt_int(el, cell_path, "id", _U32, meta)
+    meta.vpci_irq_base = _opt_int(el, cell_path, "vpci-irq-base", _U32, meta)
+    meta.cpu_reset_address = _opt_int(el, cell_path, "cpu-reset-address", _U64, meta)
+    meta.msg_reply_timeout = _opt_int(el, cell_path, "msg-reply-timeout", _U64, meta)
 
     seen: set[str] = set()
     for child in children(el):
         qname = etree.QName(child)
         local = qname.localname
-        where = path_of(child)
+        where = child_path(cell_path, child)
         if qname.namespace != NS or (local not in _CONTAINERS and local not in _SINGLES):
             raise TranslationError(
                 where,
@@ -230,23 +232,23 @@ def _parse_cell(el: etree._Element) -> Metadata:
         seen.add(local)
         meta.paths[local] = where
         if local in _CONTAINERS:
-            _parse_container(child, local, meta)
+            _parse_container(child, local, meta, where)
         elif local == "cpus":
             _no_attrs(child)
             text = text_of(child).strip()
             meta.cpus = parse_cpuset(text, where, limit=MAX_CELL_CPU) if text else frozenset()
         elif local == "console":
-            meta.console = _parse_console(child)
+            meta.console = _parse_console(child, where)
         else:  # trailing
             _no_attrs(child)
             meta.trailing = _hex_bytes(text_of(child).strip(), where)
     return meta
 
 
-def _parse_container(el: etree._Element, local: str, meta: Metadata) -> None:
+def _parse_container(el: etree._Element, local: str, meta: Metadata, where: str) -> None:
     _no_attrs(el)
     item = _CONTAINERS[local]
-    parsers: dict[str, Callable[[etree._Element], object]] = {
+    parsers: dict[str, Callable[[etree._Element, str], object]] = {
         "region": _parse_region,
         "cache": _parse_cache,
         "irqchip": _parse_irqchip,
@@ -264,7 +266,7 @@ def _parse_container(el: etree._Element, local: str, meta: Metadata) -> None:
                 etree.QName(child).localname,
                 f"{PREFIX}:{local} holds only {PREFIX}:{item} elements",
             )
-        values.append(parsers[item](child))
+        values.append(parsers[item](child, child_path(where, child)))
     if local == "memory-regions":
         meta.mem_regions = tuple(v for v in values if isinstance(v, MemoryRegion))
     elif local == "cache-regions":
@@ -284,10 +286,11 @@ def _parse_container(el: etree._Element, local: str, meta: Metadata) -> None:
 
 
 class _Attrs:
-    """Reads the attributes of one element, refusing unknown ones."""
+    """Reads the attributes of one element (whose XPath is ``path``), refusing unknown ones."""
 
-    def __init__(self, el: etree._Element, known: Sequence[str]) -> None:
+    def __init__(self, el: etree._Element, known: Sequence[str], path: str) -> None:
         self.el = el
+        self.path = path
         for name in el.attrib:
             if name not in known:
                 raise TranslationError(
@@ -299,19 +302,23 @@ class _Attrs:
         if text_of(el).strip():
             raise TranslationError(path_of(el), text_of(el), "this element takes no text")
 
+    def where(self, name: str) -> str:
+        """Return the XPath of attribute ``name``, as :func:`attr_path` does."""
+        return f"{self.path}/@{name}"
+
     def number(self, name: str, limit: int, *, required: bool = False) -> int:
         text = self.el.get(name)
         if text is None:
             if required:
-                raise TranslationError(attr_path(self.el, name), None, "this attribute is required")
+                raise TranslationError(self.where(name), None, "this attribute is required")
             return 0
-        return parse_int(text, attr_path(self.el, name), limit=limit)
+        return parse_int(text, self.where(name), limit=limit)
 
     def words(self, name: str, count: int) -> tuple[int, ...]:
         text = self.el.get(name)
         if text is None:
             return (0,) * count
-        where = attr_path(self.el, name)
+        where = self.where(name)
         parts = text.split()
         if len(parts) != count:
             raise TranslationError(where, text, f"expected {count} numbers separated by spaces")
@@ -321,13 +328,13 @@ class _Attrs:
         text = self.el.get(name)
         if text is None:
             return cls(0)
-        return _parse_flags(text, cls, attr_path(self.el, name), limit)
+        return _parse_flags(text, cls, self.where(name), limit)
 
     def choice(self, name: str, cls: type[_E], limit: int, default: int = 0) -> _E:
         text = self.el.get(name)
         if text is None:
             return cls(default)
-        return _parse_enum(text, cls, attr_path(self.el, name), limit)
+        return _parse_enum(text, cls, self.where(name), limit)
 
     def boolean(self, name: str) -> bool:
         text = self.el.get(name)
@@ -335,11 +342,11 @@ class _Attrs:
             return False
         if text == "yes":
             return True
-        raise TranslationError(attr_path(self.el, name), text, "expected yes or no")
+        raise TranslationError(self.where(name), text, "expected yes or no")
 
 
-def _parse_region(el: etree._Element) -> MemoryRegion:
-    a = _Attrs(el, ("phys", "virt", "size", "flags"))
+def _parse_region(el: etree._Element, path: str) -> MemoryRegion:
+    a = _Attrs(el, ("phys", "virt", "size", "flags"), path)
     return MemoryRegion(
         a.number("phys", _U64),
         a.number("virt", _U64),
@@ -348,8 +355,8 @@ def _parse_region(el: etree._Element) -> MemoryRegion:
     )
 
 
-def _parse_cache(el: etree._Element) -> CacheRegion:
-    a = _Attrs(el, ("start", "size", "type", "flags"))
+def _parse_cache(el: etree._Element, path: str) -> CacheRegion:
+    a = _Attrs(el, ("start", "size", "type", "flags"), path)
     return CacheRegion(
         a.number("start", _U32),
         a.number("size", _U32),
@@ -358,8 +365,8 @@ def _parse_cache(el: etree._Element) -> CacheRegion:
     )
 
 
-def _parse_irqchip(el: etree._Element) -> IrqChip:
-    a = _Attrs(el, ("address", "id", "pin-base", "pin-bitmap"))
+def _parse_irqchip(el: etree._Element, path: str) -> IrqChip:
+    a = _Attrs(el, ("address", "id", "pin-base", "pin-bitmap"), path)
     w = a.words("pin-bitmap", 4)
     return IrqChip(
         a.number("address", _U64),
@@ -369,8 +376,8 @@ def _parse_irqchip(el: etree._Element) -> IrqChip:
     )
 
 
-def _parse_pio(el: etree._Element) -> PioRegion:
-    a = _Attrs(el, ("base", "length"))
+def _parse_pio(el: etree._Element, path: str) -> PioRegion:
+    a = _Attrs(el, ("base", "length"), path)
     return PioRegion(a.number("base", _U16), a.number("length", _U16))
 
 
@@ -395,8 +402,8 @@ _PCI_ATTRS: Final = (
 )
 
 
-def _parse_pci_device(el: etree._Element) -> PciDevice:
-    a = _Attrs(el, _PCI_ATTRS)
+def _parse_pci_device(el: etree._Element, path: str) -> PciDevice:
+    a = _Attrs(el, _PCI_ATTRS, path)
     if el.get("type") is None:
         raise TranslationError(attr_path(el, "type"), None, "this attribute is required")
     bdf_text = el.get("bdf")
@@ -406,7 +413,7 @@ def _parse_pci_device(el: etree._Element) -> PciDevice:
     return PciDevice(
         type=a.choice("type", PciType, _U8),
         domain=a.number("domain", _U16),
-        bdf=parse_bdf(bdf_text, attr_path(el, "bdf")),
+        bdf=parse_bdf(bdf_text, a.where("bdf")),
         iommu=a.number("iommu", _U8),
         bar_mask=(m[0], m[1], m[2], m[3], m[4], m[5]),
         caps_start=a.number("caps-start", _U16),
@@ -424,8 +431,8 @@ def _parse_pci_device(el: etree._Element) -> PciDevice:
     )
 
 
-def _parse_pci_cap(el: etree._Element) -> PciCapability:
-    a = _Attrs(el, ("id", "start", "len", "flags"))
+def _parse_pci_cap(el: etree._Element, path: str) -> PciCapability:
+    a = _Attrs(el, ("id", "start", "len", "flags"), path)
     return PciCapability(
         a.number("id", _U16),
         a.number("start", _U16),
@@ -434,21 +441,21 @@ def _parse_pci_cap(el: etree._Element) -> PciCapability:
     )
 
 
-def _parse_stream_id(el: etree._Element) -> int:
-    a = _Attrs(el, ("value",))
+def _parse_stream_id(el: etree._Element, path: str) -> int:
+    a = _Attrs(el, ("value",), path)
     return a.number("value", _U32, required=True)
 
 
-def _parse_image(el: etree._Element) -> BootImage:
-    a = _Attrs(el, ("file", "address"))
+def _parse_image(el: etree._Element, path: str) -> BootImage:
+    a = _Attrs(el, ("file", "address"), path)
     file = el.get("file")
     if not file:
         raise TranslationError(attr_path(el, "file"), file, "an image needs a file")
     return BootImage(file, a.number("address", _U64, required=True))
 
 
-def _parse_console(el: etree._Element) -> Console:
-    a = _Attrs(el, ("type", "address", "size", "flags", "divider", "gate-nr", "clock-reg"))
+def _parse_console(el: etree._Element, path: str) -> Console:
+    a = _Attrs(el, ("type", "address", "size", "flags", "divider", "gate-nr", "clock-reg"), path)
     return Console(
         address=a.number("address", _U64),
         size=a.number("size", _U32),
@@ -460,11 +467,11 @@ def _parse_console(el: etree._Element) -> Console:
     )
 
 
-def _opt_int(el: etree._Element, name: str, limit: int, meta: Metadata) -> int | None:
+def _opt_int(el: etree._Element, path: str, name: str, limit: int, meta: Metadata) -> int | None:
     text = el.get(name)
     if text is None:
         return None
-    where = attr_path(el, name)
+    where = f"{path}/@{name}"
     meta.paths[name] = where
     return parse_int(text, where, limit=limit)
 
@@ -481,10 +488,16 @@ def _hex_bytes(text: str, where: str) -> bytes:
         raise TranslationError(where, text, "expected hexadecimal bytes such as 00ff") from None
 
 
+@functools.cache
+def _members(cls: type[enum.Enum]) -> dict[str, int]:
+    """Map the names of an enum's (or flag's) named members to their values, once per enum."""
+    return {m.name: m.value for m in cls if m.name}
+
+
 def _parse_flags(text: str, cls: type[_F], where: str, limit: int) -> _F:
     """Parse ``READ|WRITE|0x100000`` into a flag word."""
     value = 0
-    members = {m.name: m.value for m in cls if m.name}
+    members = _members(cls)
     for raw in text.split("|"):
         token = raw.strip()
         if token in members:
@@ -505,7 +518,7 @@ def _parse_flags(text: str, cls: type[_F], where: str, limit: int) -> _F:
 
 
 def _parse_enum(text: str, cls: type[_E], where: str, limit: int) -> _E:
-    members = {m.name: m.value for m in cls}
+    members = _members(cls)
     if text in members:
         return cls(members[text])
     if text and text[0].isdigit():

@@ -1295,9 +1295,16 @@ class _Translator:
     def _check(self, cell: CellConfig) -> None:
         from jailhouse.config.validate import Severity, check_configs  # noqa: PLC0415
 
+        errors = [
+            finding
+            for finding in check_configs(self.system, *self.defined, cell)
+            if finding.severity == Severity.ERROR
+        ]
+        if not errors:
+            return  # the usual case: no need to know what the set without the cell breaks
         before = {str(f) for f in check_configs(self.system, *self.defined)}
-        for finding in check_configs(self.system, *self.defined, cell):
-            if finding.severity != Severity.ERROR or str(finding) in before:
+        for finding in errors:
+            if str(finding) in before:
                 continue
             if self.meta.element is None:
                 raise TranslationError(

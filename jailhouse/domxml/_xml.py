@@ -194,13 +194,13 @@ def children(el: etree._Element) -> Iterator[etree._Element]:
 
 
 def _tag_text(el: etree._Element) -> str:
-    qname = etree.QName(el)
-    if qname.namespace == NS:
-        return f"{PREFIX}:{qname.localname}"
-    if qname.namespace:
-        prefix = el.prefix or "ns"
-        return f"{prefix}:{qname.localname}"
-    return qname.localname
+    tag = str(el.tag)
+    if not tag.startswith("{"):
+        return tag
+    namespace, _, local = tag[1:].partition("}")
+    if namespace == NS:
+        return f"{PREFIX}:{local}"
+    return f"{el.prefix or 'ns'}:{local}"
 
 
 def _step(el: etree._Element) -> str:
@@ -208,10 +208,14 @@ def _step(el: etree._Element) -> str:
     parent = el.getparent()
     if parent is None:
         return name
-    same = [c for c in children(parent) if c.tag == el.tag]
-    if len(same) == 1:
-        return name
-    return f"{name}[{same.index(el) + 1}]"
+    tag = el.tag
+    same = position = 0
+    for sibling in parent:  # comments and processing instructions have no str tag
+        if sibling.tag == tag:
+            same += 1
+            if sibling is el:  # lxml hands out one proxy per node while it lives
+                position = same
+    return name if same == 1 else f"{name}[{position}]"
 
 
 def path_of(el: etree._Element) -> str:
@@ -222,6 +226,11 @@ def path_of(el: etree._Element) -> str:
         steps.append(_step(node))
         node = node.getparent()
     return "/" + "/".join(reversed(steps))
+
+
+def child_path(parent: str, el: etree._Element) -> str:
+    """Return the XPath of ``el`` from its parent's XPath, as :func:`path_of` would."""
+    return f"{parent}/{_step(el)}"
 
 
 def attr_path(el: etree._Element, name: str) -> str:
