@@ -58,7 +58,7 @@ from jailhouse.domxml._xml import (
     NS,
     PREFIX,
     attr_path,
-    child_path,
+    child_paths,
     children,
     parse_cpuset,
     parse_int,
@@ -216,10 +216,9 @@ def _parse_cell(el: etree._Element) -> Metadata:
     meta.msg_reply_timeout = _opt_int(el, cell_path, "msg-reply-timeout", _U64, meta)
 
     seen: set[str] = set()
-    for child in children(el):
+    for child, where in child_paths(el, cell_path):
         qname = etree.QName(child)
         local = qname.localname
-        where = child_path(cell_path, child)
         if qname.namespace != NS or (local not in _CONTAINERS and local not in _SINGLES):
             raise TranslationError(
                 where,
@@ -259,14 +258,14 @@ def _parse_container(el: etree._Element, local: str, meta: Metadata, where: str)
         "image": _parse_image,
     }
     values = []
-    for child in children(el):
+    for child, path in child_paths(el, where):
         if child.tag != _q(item):
             raise TranslationError(
-                path_of(child),
+                path,
                 etree.QName(child).localname,
                 f"{PREFIX}:{local} holds only {PREFIX}:{item} elements",
             )
-        values.append(parsers[item](child, child_path(where, child)))
+        values.append(parsers[item](child, path))
     if local == "memory-regions":
         meta.mem_regions = tuple(v for v in values if isinstance(v, MemoryRegion))
     elif local == "cache-regions":

@@ -988,10 +988,11 @@ class _Translator:
         kind = el.get("type")
         if kind not in (None, "pci"):
             raise TranslationError(attr_path(el, "type"), kind, "expected a PCI address")
-        domain = parse_pci_number(el.get("domain", "0"), attr_path(el, "domain"), limit=0xFFFF)
-        bus = parse_pci_number(el.get("bus", "0"), attr_path(el, "bus"), limit=0xFF)
-        slot = parse_pci_number(el.get("slot", "0"), attr_path(el, "slot"), limit=0x1F)
-        function = parse_pci_number(el.get("function", "0"), attr_path(el, "function"), limit=7)
+        path = path_of(el)  # once for the four attributes (attr_path would walk up four times)
+        domain = parse_pci_number(el.get("domain", "0"), f"{path}/@domain", limit=0xFFFF)
+        bus = parse_pci_number(el.get("bus", "0"), f"{path}/@bus", limit=0xFF)
+        slot = parse_pci_number(el.get("slot", "0"), f"{path}/@slot", limit=0x1F)
+        function = parse_pci_number(el.get("function", "0"), f"{path}/@function", limit=7)
         return domain, bus << 8 | slot << 3 | function
 
     def _hostdevs(

@@ -228,9 +228,28 @@ def path_of(el: etree._Element) -> str:
     return "/" + "/".join(reversed(steps))
 
 
-def child_path(parent: str, el: etree._Element) -> str:
-    """Return the XPath of ``el`` from its parent's XPath, as :func:`path_of` would."""
-    return f"{parent}/{_step(el)}"
+def child_paths(parent: etree._Element, parent_path: str) -> Iterator[tuple[etree._Element, str]]:
+    """Yield the element children of ``parent`` with their XPaths, as :func:`path_of` gives them.
+
+    One pass over the children numbers them all, where :func:`path_of` on each child
+    would pass over its siblings again.
+
+    Args:
+        parent: The element.
+        parent_path: Its XPath (``path_of(parent)``).
+    """
+    kids = list(children(parent))
+    total: dict[object, int] = {}
+    for kid in kids:
+        total[kid.tag] = total.get(kid.tag, 0) + 1
+    seen: dict[object, int] = {}
+    for kid in kids:
+        tag = kid.tag
+        if total[tag] == 1:
+            yield kid, f"{parent_path}/{_tag_text(kid)}"
+        else:
+            seen[tag] = position = seen.get(tag, 0) + 1
+            yield kid, f"{parent_path}/{_tag_text(kid)}[{position}]"
 
 
 def attr_path(el: etree._Element, name: str) -> str:
