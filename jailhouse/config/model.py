@@ -332,6 +332,9 @@ class Console:
         return f"{self.type.name} {access}@{self.address:#x}+{self.size:#x}"
 
 
+_COMM_REGION_BIT: Final = int(MemFlag.COMM_REGION)
+
+
 @dataclass(frozen=True, slots=True)
 class MemoryRegion:
     """A memory region of a cell (``struct jailhouse_memory``, 32 bytes)."""
@@ -354,7 +357,10 @@ class MemoryRegion:
     @property
     def is_comm_region(self) -> bool:
         """Whether this is the cell's communication region."""
-        return MemFlag.COMM_REGION in self.flags
+        flags = self.flags
+        if type(flags) is MemFlag:  # as Flag.__contains__ decides, without its call
+            return int(flags) & _COMM_REGION_BIT == _COMM_REGION_BIT
+        return MemFlag.COMM_REGION in flags
 
     @property
     def is_ram(self) -> bool:
