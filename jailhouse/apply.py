@@ -32,7 +32,7 @@ import difflib
 import enum
 import hashlib
 import uuid as uuidlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -747,7 +747,7 @@ def _apply(driver: Driver, the_plan: Plan, job: Job) -> ApplyResult:
             if action.kind == ActionKind.START and definition is not None:
                 boot_images(definition)
         done: list[Action] = []
-        undo: list[Callable[[], None]] = []
+        undo: list[_Undo] = []
         try:
             with job.running("apply", steps=len(the_plan.actions)):
                 for action in the_plan.actions:
@@ -760,7 +760,22 @@ def _apply(driver: Driver, the_plan: Plan, job: Job) -> ApplyResult:
         return ApplyResult(the_plan, tuple(done))
 
 
-def _perform(driver: Driver, the_plan: Plan, action: Action, job: Job) -> Callable[[], None]:
+@dataclass(frozen=True, slots=True)
+class _Undo:
+    """How to undo one action.
+
+    Attributes:
+        run: Undoes it.
+        restart_id: For a stop, the id the stopped cell had: stopped cells are started
+            again last, in the order of these ids, so that they get them back (the driver
+            gives a new cell the lowest free id).
+    """
+
+    run: Callable[[], None]
+    restart_id: int | None = None
+
+
+def _perform(driver: Driver, the_plan: Plan, action: Action, job: Job) -> _Undo:
     """Do one action; return how to undo it."""
     uuid, name = action.uuid, action.name
     files = _FileState.capture(driver, uuid)
@@ -772,18 +787,25 @@ def _perform(driver: Driver, the_plan: Plan, action: Action, job: Job) -> Callab
         driver.destroy(uuid, name)
 
         def restart() -> None:
-            if live is not None:
-                driver.sweep()
-                driver._boot(live, None, start=was_running, job=Job())  # noqa: SLF001
+            if live is None:
+                files.restore(driver)
+                raise make_error(
+                    c.VIR_ERR_OPERATION_FAILED,
+                    f"cell '{name}' was made by another tool; it cannot be created again",
+                )
+            driver.boot(live, None, start=was_running, job=Job())
             files.restore(driver)
+            if files.record is not None:  # the record as it was, with the cell's new id
+                cell = driver.hv.cell(name).id
+                driver.store.put_live(replace(files.record, cell_id=cell))
 
-        return restart
+        return _Undo(restart, view.id)
     if action.kind == ActionKind.UNDEFINE:
         driver.undefine(uuid, name)
-        return lambda: files.restore(driver)
+        return _Undo(lambda: files.restore(driver))
     if action.kind in {ActionKind.DEFINE, ActionKind.UPDATE}:
         driver.store_definition(view, the_plan.definitions[uuid])
-        return lambda: files.restore(driver)
+        return _Undo(lambda: files.restore(driver))
     # START
     was_active = view is not None and view.active
     driver.start(uuid, name, paused=False, job=job)
@@ -798,7 +820,7 @@ def _perform(driver: Driver, the_plan: Plan, action: Action, job: Job) -> Callab
                 cell.destroy()
         files.restore(driver)
 
-    return stop
+    return _Undo(stop)
 
 
 @dataclass(frozen=True, slots=True)
@@ -824,12 +846,21 @@ class _FileState:
             driver.store.put_live(self.record)
 
 
-def _roll_back(undo: list[Callable[[], None]], exc: BaseException) -> None:
-    """Undo the performed actions, newest first, noting failures on the original error."""
+def _roll_back(undo: list[_Undo], exc: BaseException) -> None:
+    """Undo the performed actions, noting failures on the original error.
+
+    Everything but the restarts of stopped cells is undone newest first; then the stopped
+    cells are started again in the order of the ids they had, which gives them those ids
+    back once everything this run created is gone.
+    """
+    restarts = sorted(
+        (u for u in undo if u.restart_id is not None), key=lambda u: u.restart_id or 0
+    )
+    ordered = [u for u in reversed(undo) if u.restart_id is None] + restarts
     failures = 0
-    for step in reversed(undo):
+    for step in ordered:
         try:
-            step()
+            step.run()
         except (JailhouseError, OSError) as cleanup:
             failures += 1
             exc.add_note(f"rollback: {cleanup}")

@@ -327,6 +327,22 @@ def test_failed_recreate_restores_the_old_cell(world: World) -> None:
     assert dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE) == old_xml
 
 
+def test_rollback_restarts_stopped_cells_with_their_ids(world: World) -> None:
+    """A failed run that stopped cells starts them again with their ids and live records."""
+    for name in ("keep", "change", "gone"):
+        write(world.files, name)
+    reconcile(world.conn, [world.files])
+    before = (world.fingerprint(), world.states())
+    (world.files / "gone.xml").unlink()
+    write(world.files, "change", memory=128)
+    write(world.files, "new")
+    SimHost(world.root).inject_fault("start", errno.EIO)
+    with pytest.raises(libvirt.libvirtError) as info:
+        reconcile(world.conn, [world.files], prune=True, recreate=True)
+    assert "rollback: undid 5 of 5 action(s) this run performed" in info.value.__notes__
+    assert (world.fingerprint(), world.states()) == before
+
+
 def test_unbootable_domain_fails_before_anything(world: World) -> None:
     """A Linux boot in the desired set fails the apply before any action runs."""
     write(world.files, "a")

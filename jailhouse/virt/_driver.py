@@ -484,7 +484,7 @@ class Driver:
             uuid = xml_uuid if xml_uuid is not None else str(uuidlib.uuid4())
             definition = self.translate(xml, uuid=uuid, others=[v for v in views if v.uuid != uuid])
             with self._tracked(uuid, job):
-                self._boot(definition, None, start=not paused, job=job)
+                self.boot(definition, None, start=not paused, job=job)
         return self.find_uuid(uuid)
 
     def start(self, uuid: str, name: str, *, paused: bool, job: Job) -> None:
@@ -518,7 +518,7 @@ class Driver:
                 ):
                     self.hv.cell(existing.name).destroy()
                     existing = None
-                self._boot(definition, existing, start=not paused, job=job)
+                self.boot(definition, existing, start=not paused, job=job)
 
     def reboot(self, uuid: str, name: str, *, job: Job) -> None:
         """Load an active domain's images again and restart it (``virDomainReboot``).
@@ -539,7 +539,7 @@ class Driver:
                         job.step("start cell")
                         self.hv.cell(view.cell.name).start()
                     return
-                self._boot(definition, view.cell, start=True, job=job)
+                self.boot(definition, view.cell, start=True, job=job)
 
     def shutdown(self, uuid: str, name: str) -> None:
         """Stop a running cell and park its CPUs; it stays created (``virDomainShutdown``).
@@ -633,7 +633,7 @@ class Driver:
             LiveRecord(definition=definition, cell_id=view.cell.id, last_action=action)
         )
 
-    def _boot(
+    def boot(
         self,
         definition: Definition,
         existing: CellStatus | None,
@@ -641,7 +641,18 @@ class Driver:
         start: bool,
         job: Job,
     ) -> None:
-        """Create (unless ``existing``), load and start a cell; undo it all on failure."""
+        """Create a cell (unless ``existing``), load its images and start it (unless not ``start``).
+
+        Call with the store locked.  Steps: read images, create cell, load images, start
+        cell, reported to ``job``; a failure or a cancellation destroys the cell this call
+        created before the error propagates.  The live record is written last.
+
+        Raises:
+            libvirtError: The definition cannot boot (see :func:`boot_images`).
+            JobCancelledError: The job was cancelled between two steps.
+            JailhouseError: The driver refused a step.
+            OSError: An image file cannot be read.
+        """
         specs = boot_images(definition)
         sizes = [len(s) if isinstance(s, bytes) else _file_size(s) for s, _ in specs]
         steps = 2 + (existing is None) + start
