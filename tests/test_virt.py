@@ -934,3 +934,35 @@ def test_processes_defining_at_once_do_not_collide(host: Host) -> None:
             dom.create()
     assert len({frozenset(d.config.cpus) for d in definitions}) == 3
     assert len(host.snapshot().cells) == 4
+
+
+# -- the kernel device --------------------------------------------------------------------
+
+
+@pytest.mark.fuse
+def test_kernel_uri_through_a_fuse_device(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A jailhouse:///system URI drives the kernel backend; the store follows its override."""
+    from jailhouse.config.model import Arch
+    from jailhouse.testing import FuseDevice, fuse_unavailable
+
+    reason = fuse_unavailable()
+    if reason is not None:
+        pytest.skip(f"FUSE: {reason}")
+    root = tmp_path / "host"
+    SimHost(root, arch=Arch.ARM64, cpus=4)
+    monkeypatch.setenv(libvirt.STORE_ENV, str(tmp_path / "env-store"))
+    system = example_system("arm64")
+    with FuseDevice(root, tmp_path / "mnt") as fuse:
+        assert fuse.uri.startswith("jailhouse:///system?")
+        with jailhouse.open(fuse.uri) as hv:
+            hv.enable(system)
+        with libvirt.open(fuse.uri) as conn:
+            conn.setSystemConfig(system)
+            dom = conn.defineXML(domain_xml("k"))
+            dom.create()
+            assert dom.state() == [libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_RUNNING_BOOTED]
+            assert SimHost(root).snapshot().cell("k").state == CellState.RUNNING
+            dom.destroy()
+        assert (tmp_path / "env-store" / "defined" / f"{dom.UUIDString()}.json").is_file()
+        with libvirt.open(f"{fuse.uri}&domains={tmp_path / 'param-store'}") as conn:
+            assert conn.listAllDomains() == []
