@@ -966,3 +966,15 @@ def test_kernel_uri_through_a_fuse_device(tmp_path: Path, monkeypatch: pytest.Mo
         assert (tmp_path / "env-store" / "defined" / f"{dom.UUIDString()}.json").is_file()
         with libvirt.open(f"{fuse.uri}&domains={tmp_path / 'param-store'}") as conn:
             assert conn.listAllDomains() == []
+
+
+def test_docstring_examples_run() -> None:
+    """The examples in jailhouse.virt's and jailhouse.jobs's docstrings run as shown."""
+    import doctest
+
+    import jailhouse.jobs
+
+    for module in (libvirt, jailhouse.jobs):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.attempted > 0, module.__name__
+        assert result.failed == 0, module.__name__
