@@ -417,7 +417,7 @@ def test_stop_with_an_open_file_leaves_no_mount(tmp_path: Path) -> None:
 
 @pytest.mark.fuse
 def test_killed_server_is_cleaned_up(mounted: Mounted) -> None:
-    """A server killed under a mount fails requests with ENOTCONN; stop removes the mount."""
+    """A server killed under a mount fails requests (ENOTCONN/ECONNABORTED); stop unmounts."""
     fuse = mounted.fuse
     pid = fuse.pid
     assert pid is not None
@@ -427,7 +427,9 @@ def test_killed_server_is_cleaned_up(mounted: Mounted) -> None:
         threading.Event().wait(0.005)
     with pytest.raises(jailhouse.DeviceError) as info:
         fuse.open_device()
-    assert info.value.errno == errno.ENOTCONN
+    # The kernel answers ENOTCONN once the connection is marked dead, ECONNABORTED while
+    # the dead server's connection is still being aborted: both say "the server is gone".
+    assert info.value.errno in {errno.ENOTCONN, errno.ECONNABORTED}
     assert os.path.ismount(fuse.mountpoint)
     fuse.stop()
     assert not os.path.ismount(fuse.mountpoint)
