@@ -156,7 +156,7 @@ class CellIdRequest(NamedTuple):
     """The cell id, or ``None`` when it is :data:`CELL_ID_UNUSED` (look up by name)."""
     name: str
     """The name up to its first NUL within :data:`NAMELEN` bytes (the driver forces
-    ``name[31] = 0``); bytes that are not UTF-8 are kept as surrogate escapes."""
+    ``name[31] = 0``), one character per byte (latin-1, as the config codec packs names)."""
 
 
 class CellLoadRequest(NamedTuple):
@@ -375,7 +375,8 @@ def _fill_cell_id(struct: CellId, cell_id: int | None, name: str | None) -> None
 
     Raises:
         ValueError: Neither is given, the id is outside 0..2**31-1, or the name is
-            empty, holds a NUL, or is longer than :data:`NAMELEN` bytes in UTF-8.
+            empty, holds a NUL or a character beyond latin-1, or is longer than
+            :data:`NAMELEN` bytes.
     """
     if cell_id is None and name is None:
         raise ValueError("cell_id, name: both are None; give a cell id or a name")
@@ -383,15 +384,20 @@ def _fill_cell_id(struct: CellId, cell_id: int | None, name: str | None) -> None
         raise ValueError(f"cell_id: {cell_id!r} is outside 0..{_S32_MAX}")
     encoded = b""
     if name is not None:
-        encoded = name.encode("utf-8")
+        try:
+            encoded = name.encode("latin-1")
+        except UnicodeEncodeError:
+            raise ValueError(
+                f"name: {name!r} has a character beyond latin-1; a cell name is bytes, "
+                "one per character, as the config packs it"
+            ) from None
         if not encoded:
             raise ValueError("name: '' is empty")
         if b"\0" in encoded:
             raise ValueError(f"name: {name!r} contains a NUL character")
         if len(encoded) > NAMELEN:
             raise ValueError(
-                f"name: {name!r} is {len(encoded)} bytes in UTF-8; "
-                f"a cell name has at most {NAMELEN}"
+                f"name: {name!r} is {len(encoded)} bytes; a cell name has at most {NAMELEN}"
             )
     struct.id = CELL_ID_UNUSED if cell_id is None else cell_id
     struct.name = encoded
@@ -405,7 +411,7 @@ def cell_id_arg(cell_id: int | None = None, name: str | None = None) -> Arg:
 
     Args:
         cell_id: The cell's id, or ``None`` to select by name.
-        name: The cell's name (at most :data:`NAMELEN` bytes in UTF-8).
+        name: The cell's name (at most :data:`NAMELEN` latin-1 bytes).
 
     Returns:
         The argument: a ``struct jailhouse_cell_id``.
@@ -431,7 +437,7 @@ def cell_load_arg(
 
     Args:
         cell_id: The cell's id, or ``None`` to select by name.
-        name: The cell's name (at most :data:`NAMELEN` bytes in UTF-8).
+        name: The cell's name (at most :data:`NAMELEN` latin-1 bytes).
         images: ``(data, target_address)`` pairs, in load order; the data is not
             copied.
 
@@ -476,7 +482,7 @@ def _decode_name(struct: CellId) -> tuple[int | None, str]:
     """Return the id (``None`` for :data:`CELL_ID_UNUSED`) and the name of a cell id."""
     raw_name = ffi.string(struct.name, NAMELEN)
     cell_id = None if struct.id == CELL_ID_UNUSED else struct.id
-    return cell_id, raw_name.decode("utf-8", "surrogateescape")
+    return cell_id, raw_name.decode("latin-1")
 
 
 def decode_cell_create(raw: bytes) -> CellCreateRequest:

@@ -334,16 +334,51 @@ class Hypervisor:
             )
         arg = _abi.cell_create_arg(blob)
         self._ioctl(_abi.CELL_CREATE, arg, op="cell create", cell=cell_config.name)
-        status = self.sysfs.find_cell(cell_config.name)
+        name = _driver_name(cell_config.name)
+        status = self.sysfs.find_cell(name)
         if status is None:
-            raise DeviceError(
+            raise self._unlisted_cell(name)
+        return Cell(self, status.id, status.name)
+
+    def _unlisted_cell(self, name: str) -> DeviceError:
+        """Explain a CREATE that succeeded without a cell of that name in sysfs.
+
+        The driver answers a foreign arch with success and makes nothing; if it did make
+        the cell and only sysfs does not show it under ``name``, the cell is destroyed by
+        name again, so it does not keep the CPUs it took from the root cell.
+        """
+        try:
+            arg = _abi.cell_id_arg(name=name)
+            self._ioctl(_abi.CELL_DESTROY, arg, op="cell create", cell=name)
+        except CellNotFoundError:
+            return DeviceError(
                 errno.EIO,
                 op="cell create",
-                cell=cell_config.name,
+                cell=name,
                 detail="the driver reported success but made no cell of that name",
                 hint="check the config's arch byte and the kernel log",
             )
-        return Cell(self, status.id, status.name)
+        except (JailhouseError, ValueError) as exc:
+            return DeviceError(
+                errno.EIO,
+                op="cell create",
+                cell=name,
+                detail=(
+                    "the driver made the cell but sysfs lists no cell of that name, and "
+                    f"destroying it again failed ({exc}); it still holds its CPUs"
+                ),
+                hint=f"destroy it with `jhctl cell destroy {name}` once the cause is fixed",
+            )
+        return DeviceError(
+            errno.EIO,
+            op="cell create",
+            cell=name,
+            detail=(
+                "the driver made the cell but sysfs lists no cell of that name; "
+                "it was destroyed again"
+            ),
+            hint="compare the name bytes in the config with cells/<id>/name in sysfs",
+        )
 
     def run_cell(
         self,
@@ -717,6 +752,16 @@ def _cell_and_blob(
         data = config if isinstance(config, bytes) else Path(config).read_bytes()
         cell = parse_cell(data)
     return cell, data[: cell.size]
+
+
+def _driver_name(name: str) -> str:
+    """Return a config's cell name as the driver keeps it: 31 latin-1 bytes up to a NUL.
+
+    The codec packs the name as latin-1 bytes; the driver forces ``name[31] = 0`` and
+    prints the bytes with ``%s`` to ``cells/<id>/name``.
+    """
+    raw = name.encode("latin-1", "replace")[: _abi.NAMELEN]
+    return raw.split(b"\0", 1)[0].decode("latin-1")
 
 
 def _read_images(images: Iterable[Image | tuple[ImageSource, int]]) -> list[Image]:

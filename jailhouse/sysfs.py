@@ -224,11 +224,14 @@ class SysfsReader:
 
     # -- raw typed accessors ------------------------------------------------------
 
-    def read_text(self, relpath: str) -> str:
+    def read_text(self, relpath: str, encoding: str = "ascii") -> str:
         """Read a driver file as text.
 
         Args:
-            relpath: Path below ``devices/jailhouse``, such as ``cells/1/name``.
+            relpath: Path below ``devices/jailhouse``, such as ``cells/1/state``.
+            encoding: How to decode its bytes; the driver writes ASCII everywhere but in
+                ``cells/<id>/name`` (the name bytes as the config holds them: latin-1).
+                Bytes that do not decode become U+FFFD.
 
         Returns:
             The file's text, newline included.
@@ -240,7 +243,7 @@ class SysfsReader:
         """
         path = self.driver_dir / relpath
         try:
-            return path.read_bytes().decode("utf-8", errors="replace")
+            return path.read_bytes().decode(encoding, errors="replace")
         except FileNotFoundError:
             self._check_loaded()
             raise KeyError(str(path)) from None
@@ -406,7 +409,7 @@ class SysfsReader:
         if not (self.driver_dir / base).is_dir():
             self._check_loaded()
             raise KeyError(str(self.driver_dir / base))
-        name = self.read_text(f"{base}/name").removesuffix("\n")
+        name = self.read_text(f"{base}/name", encoding="latin-1").removesuffix("\n")
         state_text = self.read_text(f"{base}/state")
         try:
             state = CellState.from_text(state_text)

@@ -230,6 +230,40 @@ def test_create_reports_success_without_a_cell(enabled: Backend) -> None:
     assert_only_root(enabled)
 
 
+def test_create_finds_a_latin1_name(enabled: Backend) -> None:
+    """A name with a latin-1 byte is packed, listed in sysfs and looked up as that one byte."""
+    cell = enabled.hv.create_cell(enabled.cell("caf\u00e9"))
+    assert cell.name == "caf\u00e9"
+    name_file = enabled.host.root / f"sys/devices/jailhouse/cells/{cell.id}/name"
+    assert name_file.read_bytes() == b"caf\xe9\n"  # the config's byte, printed with %s
+    assert [c.name for c in enabled.host.snapshot().cells[1:]] == ["caf\u00e9"]
+    assert enabled.hv.cell("caf\u00e9") == cell
+    cell.destroy()
+    assert_only_root(enabled)
+
+
+def test_create_finds_a_32_byte_name_as_the_driver_cuts_it(enabled: Backend) -> None:
+    """A 32-byte config name is kept by the driver as its first 31 bytes; the handle says so."""
+    cell = enabled.hv.create_cell(enabled.cell("n" * 32))
+    assert cell.name == "n" * 31
+    assert [c.name for c in enabled.host.snapshot().cells[1:]] == ["n" * 31]
+    cell.destroy()
+    assert_only_root(enabled)
+
+
+def test_create_destroys_a_cell_sysfs_does_not_list(enabled: Backend, tmp_path: Path) -> None:
+    """A cell made but missing from sysfs is destroyed again and reported, not left holding CPUs."""
+    blind = tmp_path / "blind-sysfs"
+    (blind / "devices/jailhouse/cells").mkdir(parents=True)
+    hv = Hypervisor(enabled.hv.device, sysfs=blind)
+    with pytest.raises(DeviceError) as info:
+        hv.create_cell(enabled.cell("unseen"))
+    assert info.value.errno == errno.EIO
+    assert (info.value.op, info.value.cell) == ("cell create", "unseen")
+    assert "sysfs lists no cell of that name; it was destroyed again" in str(info.value)
+    assert_only_root(enabled)
+
+
 class RecordingDevice:
     """A Device wrapper that records the CREATE requests' config_size on their way."""
 

@@ -122,7 +122,7 @@ class CellSnapshot:
 
     Attributes:
         id: The cell id (0 for the root cell).
-        name: The name (bytes that are not UTF-8 as surrogate escapes).
+        name: The name, one character per byte (latin-1, as the config codec packs it).
         state: The cell state.
         cpus: The CPUs the cell holds.
         failed_cpus: Those of its CPUs in the failed state.
@@ -210,7 +210,7 @@ def _name(raw: bytes) -> bytes:
 def _selector(cell: int | str) -> tuple[int, bytes]:
     """Turn an id or a name into the driver's ``(id, name)``; id -1 selects by name."""
     if isinstance(cell, str):
-        return _abi.CELL_ID_UNUSED, _name(cell.encode("utf-8", "surrogateescape"))
+        return _abi.CELL_ID_UNUSED, _name(cell.encode("latin-1"))
     return int(cell), b""
 
 
@@ -616,13 +616,16 @@ class SimHost:
                 ``PASSIVE_COMMREG`` is never asked).
 
         Raises:
-            ValueError: ``on_start`` is unknown or ``name`` longer than 31 bytes.
+            ValueError: ``on_start`` is unknown, or ``name`` is longer than 31 bytes or
+                holds a NUL or a character beyond latin-1.
         """
         if on_start not in ON_START:
             raise ValueError(f"on_start = {on_start!r}: one of {', '.join(ON_START)}")
-        raw = name.encode("utf-8", "surrogateescape")
-        if len(raw) > _NAMELEN or b"\0" in raw:
-            raise ValueError(f"name = {name!r}: a cell name is at most 31 bytes, without NUL")
+        raw = name.encode("latin-1", "replace")
+        if len(raw) > _NAMELEN or b"\0" in raw or raw.decode("latin-1") != name:
+            raise ValueError(
+                f"name = {name!r}: a cell name is at most 31 latin-1 bytes, without NUL"
+            )
 
         def op(txn: _Txn) -> None:
             txn.state.scripts[raw] = Script(bytes(console), on_start, refuse_shutdown)
@@ -732,7 +735,7 @@ class SimHost:
         cells = tuple(
             CellSnapshot(
                 id=c.id,
-                name=c.name.decode("utf-8", "surrogateescape"),
+                name=c.name.decode("latin-1"),
                 state=CellState(c.state),
                 cpus=frozenset(c.cpus),
                 failed_cpus=frozenset(c.failed),
