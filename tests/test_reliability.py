@@ -447,13 +447,6 @@ def test_mutated_cells_on_a_simulated_host(tmp_path: Path) -> None:
     assert outcomes.get("InvalidConfigError", 0) > 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hypervisor/sysfs/_abi: a cell name with a non-ASCII latin-1 byte (as the codec "
-    "packs names) is created, but create_cell looks for it in sysfs decoded as UTF-8, "
-    "misses it, raises EIO and leaves the cell behind holding its CPUs (found by the long "
-    "profile of test_mutated_cells_on_a_simulated_host)",
-)
 def test_a_latin1_cell_name_survives_create(tmp_path: Path) -> None:
     """A cell named 'caf\u00e9' is created, found and destroyed through the API."""
     host = SimHost(tmp_path / "host", arch=Arch.ARM64, cpus=4)
