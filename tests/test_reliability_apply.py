@@ -156,12 +156,6 @@ def test_the_run_succeeds_without_faults(template: Path, tmp_path: Path) -> None
 
 STEPS: Final = [(op, nth) for op in OPS for nth in (1, 2)]
 """Every driver call of the run: it stops two cells and starts two (create, load, start)."""
-_LOST_LIVE_RECORD: Final = pytest.mark.xfail(
-    strict=True,
-    reason="apply: undoing a run that stopped and pruned a running domain ('gone') starts "
-    "its cell again but does not restore its live record (store/live/UUID.json), so the "
-    "store differs from before the run",
-)
 
 
 def _failed_run(template: Path, tmp_path: Path, op: str, nth: int) -> tuple[Path, object]:
@@ -193,10 +187,7 @@ def test_a_fault_at_every_step_of_apply_is_rolled_back(
 
 @pytest.mark.parametrize(
     ("op", "nth"),
-    [
-        pytest.param(op, nth, marks=() if op == "destroy" else _LOST_LIVE_RECORD)
-        for op, nth in STEPS
-    ],
+    STEPS,
     ids=[f"{op}-{nth}" for op, nth in STEPS],
 )
 def test_a_fault_at_every_step_of_apply_restores_the_store(
