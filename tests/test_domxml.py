@@ -1470,3 +1470,35 @@ def test_metadata_bdf_is_hex_hex_decimal_only(bdf: str) -> None:
     error = error_at(dom(extra=extra))
     assert error.element.endswith("jailhouse:pci-device/@bdf")
     assert len(str(error)) <= 300
+
+
+@pytest.mark.parametrize(
+    ("size", "cpus", "count", "reason"),
+    [
+        ("0", "3", 1, "a CPU set of 0 byte(s) holds no CPU; the cell's CPU(s) 3 do not fit"),
+        ("4097", "3", 1, "a CPU set is at most 4096 bytes"),
+        ("0xffffffff", "3", 1, "a CPU set is at most 4096 bytes"),
+        ("1", "9", 1, "a CPU set of 1 byte(s) holds CPUs 0-7; the cell's CPU(s) 9 do not fit"),
+        ("1", "7-9", 3, "the cell's CPU(s) 8-9 do not fit"),
+    ],
+)
+def test_metadata_cpu_set_size_must_hold_the_cpus(
+    size: str, cpus: str, count: int, reason: str
+) -> None:
+    """A metadata CPU-set size the driver refuses or too small for the CPUs is refused by name."""
+    system = X86.replace(root_cell=X86.root_cell.replace(cpus=frozenset(range(16))))
+    body = f"<jailhouse:cpus>{cpus}</jailhouse:cpus>"
+    xml = dom(vcpu=f"<vcpu>{count}</vcpu>", extra=meta(body, cpu_set_size=size))
+    error = error_at(xml, system)
+    assert error.element == "/domain/metadata/jailhouse:cell/@cpu-set-size"
+    assert error.value == int(size, 0)
+    assert reason in error.reason
+
+
+def test_metadata_cpu_set_size_that_holds_the_cpus_is_kept_and_packs() -> None:
+    """A metadata CPU-set size of 1 byte holds CPU 3: it is taken verbatim and the config packs."""
+    xml = dom(extra=meta("<jailhouse:cpus>3</jailhouse:cpus>", cpu_set_size="1"))
+    config = to_cell(xml).config
+    assert config.cpu_set_size == 1
+    # ABI sheet: 132-byte header + cpu_set_size bytes of CPU bitmap, then the arrays
+    assert config.to_bytes()[132] == 1 << 3

@@ -31,6 +31,7 @@ from jailhouse.domxml._meta import Metadata, format_flags, read_metadata
 from jailhouse.domxml._placement import MemoryPool, is_ram, pool_for
 from jailhouse.domxml._types import BootSpec, DomainTranslation, TranslationNote
 from jailhouse.domxml._xml import (
+    MAX_CELL_CPU,
     attr_path,
     children,
     parse_cpuset,
@@ -42,7 +43,7 @@ from jailhouse.domxml._xml import (
     scaled_bytes,
     text_of,
 )
-from jailhouse.errors import TranslationError, _show
+from jailhouse.errors import ConfigError, TranslationError, _show
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -295,7 +296,7 @@ class _Translator:
 
         cpus = self._cpus()
         if meta.cpu_set_size is not None:
-            cpu_set_size = meta.cpu_set_size
+            cpu_set_size = self._meta_cpu_set_size(meta.cpu_set_size, cpus)
         else:
             top = max(cpus, default=0)
             cpu_set_size = max(8, -(-(top + 1) // 64) * 8)
@@ -343,6 +344,7 @@ class _Translator:
             id=meta.id or 0,
             trailing=meta.trailing or b"",
         )
+        self._check_packs(cell)
         self._check(cell)
         return DomainTranslation(config=cell, boot=boot, notes=self.notes, uuid=uuid)
 
@@ -1292,6 +1294,47 @@ class _Translator:
                 )
 
     # -- final check -----------------------------------------------------------------------
+
+    def _meta_cpu_set_size(self, size: int, cpus: frozenset[int]) -> int:
+        """Return the metadata's CPU-set size if it holds ``cpus`` and the driver may take it.
+
+        A size of 0 packs only for a cell without CPUs (kept, so every config that packs
+        translates back; the config checks note it); above one page the driver refuses
+        it with EINVAL, and packing it could take gigabytes, so it is refused here.
+        """
+        where = self.meta.path("cpu-set-size")
+        most = (MAX_CELL_CPU + 1) // 8
+        if size > most:
+            raise TranslationError(
+                where,
+                size,
+                f"a CPU set is at most {most} bytes: the driver refuses more with EINVAL "
+                "(upstream uses 8)",
+            )
+        outside = frozenset(cpu for cpu in cpus if cpu >= 8 * size)
+        if outside:
+            raise TranslationError(
+                where,
+                size,
+                f"a CPU set of {size} byte(s) holds "
+                f"{f'CPUs 0-{8 * size - 1}' if size else 'no CPU'}; the cell's "
+                f"CPU(s) {format_cpus(outside)} do not fit",
+            )
+        return size
+
+    def _check_packs(self, cell: CellConfig) -> None:
+        """Pack the cell once, so a config the codec refuses is a TranslationError here."""
+        try:
+            cell.to_bytes()
+        except ConfigError as exc:
+            if self.meta.element is None:
+                where = "/domain"
+            else:
+                top = re.split(r"[.\[]", exc.field, maxsplit=1)[0]
+                where = self.meta.path(top.replace("_", "-"))
+            raise TranslationError(
+                where, exc.value, f"the translated cell config does not pack: {exc}"
+            ) from exc
 
     def _check(self, cell: CellConfig) -> None:
         from jailhouse.config.validate import Severity, check_configs  # noqa: PLC0415
