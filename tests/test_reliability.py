@@ -602,12 +602,6 @@ def test_generated_domains() -> None:
     assert outcomes.get("translated", 0) > 100
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="domxml: metadata cpu-set-size='0' with a CPU translates to a config that does "
-    "not pack (ConfigError from to_bytes) instead of a TranslationError (found by the long "
-    "profile of test_generated_domains, domain #72589 of seed 20250105)",
-)
 def test_metadata_cpu_set_too_small_is_refused() -> None:
     """A metadata CPU set size that cannot hold the cell's CPUs is a TranslationError."""
     document = (FIXTURES / "xml" / "x86-demo.xml").read_text(encoding="utf-8")
