@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 import errno
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -41,6 +42,16 @@ _ONLINE_CPUS: Final = "devices/system/cpu/online"
 _INT_RE: Final = re.compile(r"-?[0-9]+")
 _HEX_CHUNK_RE: Final = re.compile(r"[0-9a-fA-F]{1,8}")
 _STAT_PREFIX: Final = "vmexits_"
+_ATTEMPTS: Final = 6
+"""Readings of one cell (and of the whole listing) before a change under the reader is an error.
+
+The driver changes a cell's files one by one while a cell is created or destroyed next
+to it (the root cell's CPU sets, its ``statistics/cpuN`` directories), so a reader may see
+a file vanish or the bitmap and the list disagree; reading the cell again sees it whole.
+"""
+_FIRST_PAUSE: Final = 0.001
+"""Seconds to wait before the second reading; each later wait doubles (31 ms in all), so a
+writer that was descheduled half-way through its files gets to finish them."""
 
 
 class CellState(enum.IntEnum):
@@ -154,6 +165,12 @@ class CellStatus:
         if self.cpus_failed:
             text += f" (failed: {format_cpus(self.cpus_failed)})"
         return text
+
+
+def _pause(attempt: int) -> None:
+    """Wait before reading again: nothing before the first reading, then 1, 2, 4 ... ms."""
+    if attempt:
+        time.sleep(_FIRST_PAUSE * 2 ** (attempt - 1))
 
 
 def parse_cpu_bitmap(text: str) -> frozenset[int]:
@@ -395,20 +412,42 @@ class SysfsReader:
         return sorted(int(name) for name in entries if name.isdigit())
 
     def cell(self, cell_id: int) -> CellStatus:
-        """Read one cell.
+        """Read one cell, again if it changed under the reader.
+
+        A file that vanishes or CPU files that disagree while the cell still exists are
+        what a concurrent create or destroy leaves for a moment, so the cell is read again
+        (up to six times, waiting a little longer each time) until one reading is whole.
 
         Args:
             cell_id: The cell's id.
 
         Raises:
             DeviceNotFoundError: The module is not loaded.
-            KeyError: There is no such cell (or one of its files is missing).
-            StatusParseError: A file is malformed.
+            KeyError: There is no such cell (it may have been destroyed meanwhile), or
+                one of its files is missing on every reading.
+            StatusParseError: A file is malformed on every reading.
         """
+        base = self.driver_dir / f"cells/{cell_id}"
+        for attempt in range(_ATTEMPTS):
+            _pause(attempt)
+            if not base.is_dir():
+                self._check_loaded()
+                raise KeyError(str(base))
+            try:
+                return self._read_cell(cell_id)
+            except (KeyError, StatusParseError, FileNotFoundError, NotADirectoryError) as exc:
+                if not base.is_dir():
+                    self._check_loaded()
+                    raise KeyError(str(base)) from None
+                if attempt == _ATTEMPTS - 1:
+                    if isinstance(exc, OSError):  # a statistics directory vanished each time
+                        raise KeyError(exc.filename or str(base)) from None
+                    raise
+        raise AssertionError  # pragma: no cover - the loop returns or raises
+
+    def _read_cell(self, cell_id: int) -> CellStatus:
+        """Read a cell's files once; a concurrent change may make them disagree."""
         base = f"cells/{cell_id}"
-        if not (self.driver_dir / base).is_dir():
-            self._check_loaded()
-            raise KeyError(str(self.driver_dir / base))
         name = self.read_text(f"{base}/name", encoding="latin-1").removesuffix("\n")
         state_text = self.read_text(f"{base}/state")
         try:
@@ -436,17 +475,29 @@ class SysfsReader:
     def cells(self) -> list[CellStatus]:
         """Read every cell, by ascending id; a cell destroyed meanwhile is left out.
 
+        Each cell is read as :meth:`cell` does.  A listing in which two cells hold the
+        same CPU saw a create or destroy half-way (the new cell already holds a CPU the
+        root cell read earlier still had), so the whole listing is read again, up to six
+        times in all; the last one is returned whatever it shows.
+
         Raises:
             DeviceNotFoundError: The module is not loaded.
-            StatusParseError: A file is malformed.
+            KeyError: A file is missing from a cell that still exists, on every reading.
+            StatusParseError: A file is malformed on every reading.
         """
         out: list[CellStatus] = []
-        for cell_id in self.cell_ids():
-            try:
-                out.append(self.cell(cell_id))
-            except KeyError:
-                if (self.driver_dir / f"cells/{cell_id}").is_dir():
-                    raise  # a file is missing from a cell that still exists
+        for attempt in range(_ATTEMPTS):
+            _pause(attempt)
+            out = []
+            for cell_id in self.cell_ids():
+                try:
+                    out.append(self.cell(cell_id))
+                except KeyError:
+                    if (self.driver_dir / f"cells/{cell_id}").is_dir():
+                        raise  # a file is missing from a cell that still exists
+            held = [cell.cpus_assigned for cell in out]
+            if sum(map(len, held)) == len(frozenset().union(*held)):
+                break
         return out
 
     def find_cell(self, name: str) -> CellStatus | None:

@@ -7,6 +7,7 @@ from the ABI fact sheet §4 (driver/sysfs.c, Documentation/sysfs-entries.txt).
 from __future__ import annotations
 
 import errno
+import shutil
 from typing import TYPE_CHECKING
 
 import pytest
@@ -22,6 +23,7 @@ from jailhouse.sysfs import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
 
@@ -292,3 +294,74 @@ def test_cell_status_defaults() -> None:
     """A CellStatus without CPUs renders a dash for its CPU set."""
     cell = CellStatus(id=2, name="x", state=CellState.SHUT_DOWN)
     assert str(cell) == "2 x: shut down, CPUs -"
+
+
+class ChangingReader(SysfsReader):
+    """A reader under which a writer acts once: right after the first read of one file."""
+
+    def __init__(self, root: Path, after: str, change: Callable[[Path], None]) -> None:
+        """Run ``change(driver_dir)`` after the first read of ``after`` (below the driver)."""
+        super().__init__(root)
+        self.after = after
+        self.change: Callable[[Path], None] | None = change
+        self.reads: list[str] = []
+
+    def read_text(self, relpath: str, encoding: str = "ascii") -> str:
+        """Read the file; the first time it is ``after``, let the writer act."""
+        self.reads.append(relpath)
+        text = super().read_text(relpath, encoding)
+        if relpath == self.after and self.change is not None:
+            change, self.change = self.change, None
+            change(self.driver_dir)
+        return text
+
+
+def test_cpu_files_changed_between_reads_are_read_again(tmp_path: Path) -> None:
+    """A bitmap read before a writer finished the list is read again, not a StatusParseError."""
+    write_tree(tmp_path, QEMU_EXAMPLE)
+    (tmp_path / "devices/jailhouse/cells/0/cpus_assigned").write_text("f\n")  # CPU 3 back
+
+    def finish(driver: Path) -> None:
+        (driver / "cells/0/cpus_assigned_list").write_text("0-3\n")
+
+    reader = ChangingReader(tmp_path, "cells/0/cpus_assigned_list", finish)
+    assert reader.cell(0).cpus_assigned == {0, 1, 2, 3}
+    assert reader.reads.count("cells/0/name") == 2  # the cell was read twice
+
+
+def test_statistics_directory_vanishing_is_read_again(tmp_path: Path) -> None:
+    """A statistics/cpuN directory removed while the cell is read is absent from the re-read."""
+    write_tree(tmp_path, QEMU_EXAMPLE)
+
+    def take_cpu2(driver: Path) -> None:
+        stats = driver / "cells/0/statistics/cpu2"
+        for entry in stats.iterdir():
+            entry.unlink()
+        stats.rmdir()
+
+    reader = ChangingReader(tmp_path, "cells/0/statistics/cpu1/vmexits_mmio", take_cpu2)
+    assert set(reader.cell(0).per_cpu) == {0, 1}
+
+
+def test_cell_destroyed_while_read_is_left_out(tmp_path: Path) -> None:
+    """A cell removed between two of its files is missing from cells() and a KeyError for cell()."""
+    write_tree(tmp_path, QEMU_EXAMPLE)
+
+    def destroy(driver: Path) -> None:
+        shutil.rmtree(driver / "cells/1")
+
+    reader = ChangingReader(tmp_path, "cells/1/name", destroy)
+    assert [c.id for c in reader.cells()] == [0]
+    reader = ChangingReader(tmp_path, "cells/0/state", lambda _: None)
+    with pytest.raises(KeyError, match="cells/1"):
+        reader.cell(1)
+
+
+def test_cpu_files_that_always_disagree_stay_an_error(tmp_path: Path) -> None:
+    """CPU files that disagree on every reading are a StatusParseError after the re-reads."""
+    write_tree(tmp_path, QEMU_EXAMPLE)
+    (tmp_path / "devices/jailhouse/cells/1/cpus_assigned").write_text("c\n")
+    reader = ChangingReader(tmp_path, "none", lambda _: None)
+    with pytest.raises(StatusParseError, match="names CPUs 2-3 but"):
+        reader.cell(1)
+    assert reader.reads.count("cells/1/cpus_assigned_list") == 6  # sysfs._ATTEMPTS readings
