@@ -257,13 +257,6 @@ def read_loop(root: str, out: str, stop: multiprocessing.synchronize.Event) -> N
         json.dump({"reads": reads, "problems": problems}, f)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sysfs: Hypervisor.cells()/cell(name) read every cell's files one by one and "
-    "fail when a concurrent create/destroy changes them in between: StatusParseError "
-    "(cpus_assigned and cpus_assigned_list disagree), FileNotFoundError (a statistics/cpuN "
-    "directory vanished) or KeyError; real sysfs changes the same way under a reader",
-)
 @pytest.mark.slow
 def test_readers_see_consistent_cells_while_writers_work(tmp_path: Path) -> None:
     """API reads racing 4 writers: every read is consistent or a documented CellNotFoundError."""
