@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any
 
 from jailhouse.cli._base import (
@@ -23,7 +22,7 @@ if TYPE_CHECKING:
     from jailhouse.config.model import CellConfig, MemoryRegion, SystemConfig
     from jailhouse.config.validate import Finding
 
-__all__ = ["config_document", "describe_config", "register", "write_atomically"]
+__all__ = ["config_document", "describe_config", "register"]
 
 
 def register(verbs: Verbs) -> None:
@@ -318,30 +317,10 @@ def _read_text(path: str) -> str:
     return Path(path).read_text(encoding="utf-8")
 
 
-def write_atomically(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write a file through a temporary one beside it, so a failure leaves nothing half-written.
-
-    Raises:
-        OSError: The file cannot be written.
-    """
-    import tempfile  # noqa: PLC0415 - kept off the cold start
-    from pathlib import Path  # noqa: PLC0415
-
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        Path(tmp).chmod(0o644)
-        Path(tmp).replace(target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _from_xml(args: argparse.Namespace, ctx: Context) -> int:
     from jailhouse.config.model import format_cpus  # noqa: PLC0415
     from jailhouse.domxml import domain_to_cell  # noqa: PLC0415 - lxml loads here only
+    from jailhouse.store import write_atomically  # noqa: PLC0415
 
     system = load_system_file(args.system)
     defined = [load_cell_file(path) for path in args.defined]
