@@ -474,8 +474,12 @@ class _Host:
             return None
 
     @cached_property
+    def cpuinfo_text(self) -> str | None:
+        return self.read("/proc/cpuinfo")
+
+    @cached_property
     def cpuinfo(self) -> dict[str, str]:
-        return _cpuinfo_fields(self.read("/proc/cpuinfo") or "")
+        return _cpuinfo_fields(self.cpuinfo_text or "")
 
     @cached_property
     def cpu_flags(self) -> frozenset[str]:
@@ -491,7 +495,7 @@ class _Host:
                 return Arch.from_name(machine), "uname"
             except ValueError:
                 return None, f"uname says {machine}"
-        text = self.read("/proc/cpuinfo")
+        text = self.cpuinfo_text
         if text is None:
             return None, "no /proc/cpuinfo"
         return detect_arch(text), "/proc/cpuinfo"
