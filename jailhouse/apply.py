@@ -640,11 +640,7 @@ def _canonical(xml: str) -> bytes:
     root = parse_document(xml)
     for el in root.findall("uuid"):
         root.remove(el)
-    for el in root.iter():
-        if el.text is not None and not el.text.strip():
-            el.text = None
-        if el.tail is not None and not el.tail.strip():
-            el.tail = None
+    _drop_blank_text(root)
     return etree.tostring(root, method="c14n")
 
 
@@ -655,16 +651,21 @@ def _same_source(a: str, b: str) -> bool:
         return a == b
 
 
-def _pretty(xml: str) -> str:
-    try:
-        root = parse_document(xml)
-    except TranslationError:
-        return xml
+def _drop_blank_text(root: etree._Element) -> None:
+    """Remove whitespace-only text and tails, so layout does not count."""
     for el in root.iter():
         if el.text is not None and not el.text.strip():
             el.text = None
         if el.tail is not None and not el.tail.strip():
             el.tail = None
+
+
+def _pretty(xml: str) -> str:
+    try:
+        root = parse_document(xml)
+    except TranslationError:
+        return xml
+    _drop_blank_text(root)
     return etree.tostring(root, encoding="unicode", pretty_print=True)
 
 
