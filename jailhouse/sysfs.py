@@ -308,9 +308,10 @@ class SysfsReader:
             StatusParseError: A file is malformed, or the two name different CPUs.
         """
         sets: dict[str, frozenset[int]] = {}
+        texts: dict[str, str] = {}
         for name, parse in ((relpath, parse_cpu_bitmap), (relpath + "_list", parse_cpu_list)):
             try:
-                text = self.read_text(name)
+                text = texts[name] = self.read_text(name)
             except KeyError:
                 continue
             try:
@@ -323,7 +324,7 @@ class SysfsReader:
             bitmap, ranges = sets[relpath], sets[relpath + "_list"]
             raise StatusParseError(
                 str(self.driver_dir / relpath),
-                self.read_text(relpath),
+                texts[relpath],
                 f"bitmap names CPUs {format_cpus(bitmap) or 'none'} but "
                 f"{relpath}_list names {format_cpus(ranges) or 'none'}",
             )
