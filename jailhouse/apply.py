@@ -28,6 +28,7 @@ A second run with nothing changed finds nothing to do, and says so.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import enum
 import hashlib
@@ -365,21 +366,9 @@ def _desired_list(
     return items + load_desired(paths)
 
 
-class _locked_for_reading:  # noqa: N801 - used as a context manager, like contextlib's
+def _locked_for_reading(driver: Driver) -> contextlib.AbstractContextManager[None]:
     """Hold the store lock when the connection may write; a read-only one plans without it."""
-
-    def __init__(self, driver: Driver) -> None:
-        self._driver = driver
-        self._cm: Any = None
-
-    def __enter__(self) -> None:
-        if not self._driver.readonly:
-            self._cm = self._driver.store.locked()
-            self._cm.__enter__()
-
-    def __exit__(self, *exc: object) -> None:
-        if self._cm is not None:
-            self._cm.__exit__(*exc)
+    return contextlib.nullcontext() if driver.readonly else driver.store.locked()
 
 
 def _plan(
