@@ -95,7 +95,7 @@ def loadable_region(cell: CellConfig, address: int) -> MemoryRegion | None:
         loadable or no region contains it.
     """
     for region in cell.mem_regions:
-        if region.size and region.virt_start <= address < region.virt_end:
+        if region.virt_start <= address < region.virt_end:
             return region if (region.flags & _LOADABLE) == _LOADABLE else None
     return None
 
