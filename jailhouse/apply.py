@@ -379,6 +379,10 @@ def _plan(
     prune: bool,
     recreate: bool,
 ) -> Plan:
+    # The token is taken before the views are read: a cell changed from outside the
+    # store (jhctl cell create ...) while the plan is made then fails the token check
+    # at apply time instead of slipping past a plan built from the older views.
+    token = _token(driver)
     views = driver.domains()
     targets = _targets(driver, items, views)
     described = {t.name for t in targets}
@@ -454,7 +458,7 @@ def _plan(
         notices=tuple(notices),
         state=state,
         uri=driver.uri,
-        token=_token(driver),
+        token=token,
         definitions=definitions,
     )
 
