@@ -1,6 +1,6 @@
 """Example systems and cells for QEMU-like x86 and arm64 machines.
 
-Each architecture has a system config (4 CPUs; the root cell keeps CPU 0) and three
+Each architecture has a system config (4 CPUs; the root cell keeps CPU 0) and two
 non-root cells that fit on it at the same time:
 
 - ``<arch>-demo``: a bare-metal inmate on CPU 3 with 1 MiB (x86) or 64 KiB (arm64) of RAM
