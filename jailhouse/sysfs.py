@@ -490,12 +490,19 @@ class SysfsReader:
         for attempt in range(_ATTEMPTS):
             _pause(attempt)
             out = []
+            torn = False
             for cell_id in self.cell_ids():
                 try:
                     out.append(self.cell(cell_id))
                 except KeyError:
-                    if (self.driver_dir / f"cells/{cell_id}").is_dir():
+                    if not (self.driver_dir / f"cells/{cell_id}").is_dir():
+                        continue  # destroyed meanwhile
+                    if attempt == _ATTEMPTS - 1:
                         raise  # a file is missing from a cell that still exists
+                    torn = True  # the id was destroyed and reused while it was read
+                    break
+            if torn:
+                continue
             held = [cell.cpus_assigned for cell in out]
             if sum(map(len, held)) == len(frozenset().union(*held)):
                 break

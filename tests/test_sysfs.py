@@ -365,3 +365,34 @@ def test_cpu_files_that_always_disagree_stay_an_error(tmp_path: Path) -> None:
     with pytest.raises(StatusParseError, match="names CPUs 2-3 but"):
         reader.cell(1)
     assert reader.reads.count("cells/1/cpus_assigned_list") == 6  # sysfs._ATTEMPTS readings
+
+
+class ReusedIdReader(SysfsReader):
+    """A reader under which cell 1 is destroyed and a new cell 1 created while it reads it."""
+
+    def __init__(self, root: Path, keep: Path) -> None:
+        """Keep a copy of cell 1's directory in ``keep`` to bring back as the new cell."""
+        super().__init__(root)
+        self.keep = keep
+        self.torn = False
+
+    def cell(self, cell_id: int) -> CellStatus:
+        """Read the cell; the first time it is cell 1, its id is freed and reused mid-read."""
+        if cell_id != 1 or self.torn:
+            return super().cell(cell_id)
+        self.torn = True
+        directory = self.driver_dir / "cells/1"
+        shutil.copytree(directory, self.keep)
+        shutil.rmtree(directory)
+        try:
+            return super().cell(cell_id)  # KeyError: the directory is gone
+        finally:
+            shutil.copytree(self.keep, directory)  # a new cell took id 1 meanwhile
+
+
+def test_cell_id_reused_while_listed_is_read_again(tmp_path: Path) -> None:
+    """A cell id destroyed and reused during cells() makes the listing read again, not KeyError."""
+    write_tree(tmp_path / "sys", QEMU_EXAMPLE)
+    reader = ReusedIdReader(tmp_path / "sys", tmp_path / "kept")
+    assert [c.id for c in reader.cells()] == [0, 1]
+    assert reader.torn
