@@ -61,9 +61,10 @@ __all__ = [
 # struct jailhouse_cell_desc: signature, architecture, revision, name, then eleven u32
 # (id, flags, cpu_set_size, the eight counts, vpci_irq_base), cpu_reset_address,
 # msg_reply_timeout, and the embedded struct jailhouse_console.
-_CELL_DESC: Final = struct.Struct("<5sBH32s11IQQ" + "QIHHIIQ")
+_CONSOLE_FORMAT: Final = "QIHHIIQ"  # struct jailhouse_console, embedded in two headers
+_CELL_DESC: Final = struct.Struct("<5sBH32s11IQQ" + _CONSOLE_FORMAT)
 CELL_DESC_SIZE: Final = _CELL_DESC.size
-_CONSOLE: Final = struct.Struct("<QIHHIIQ")
+_CONSOLE: Final = struct.Struct("<" + _CONSOLE_FORMAT)
 _MEMORY: Final = struct.Struct("<QQQQ")
 _CACHE: Final = struct.Struct("<IIBxH")
 _IRQCHIP: Final = struct.Struct("<QII4I")
@@ -73,7 +74,7 @@ _PCI_CAP: Final = struct.Struct("<HHHH")
 _STREAM_ID: Final = struct.Struct("<I")
 # struct jailhouse_system up to platform_info: signature, architecture, revision, flags,
 # hypervisor_memory, debug_console.
-_SYSTEM_HEAD: Final = struct.Struct("<5sBHI" + "QQQQ" + "QIHHIIQ")
+_SYSTEM_HEAD: Final = struct.Struct("<5sBHI" + "QQQQ" + _CONSOLE_FORMAT)
 _PLATFORM_PCI: Final = struct.Struct("<QBBH")
 _IOMMU: Final = struct.Struct("<IQI12s")
 _IOMMU_AMD: Final = struct.Struct("<HBBI4x")
