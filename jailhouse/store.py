@@ -404,17 +404,12 @@ class DefinitionStore:
         """
         digest = hashlib.sha256()
         for sub in (_DEFINED, _LIVE):
-            directory = self.root / sub
-            try:
-                names = sorted(p.name for p in directory.iterdir() if _is_record(p.name))
-            except FileNotFoundError:
-                names = []
-            for name in names:
+            for path in _record_paths(self.root / sub):
                 try:
-                    data = (directory / name).read_bytes()
+                    data = path.read_bytes()
                 except FileNotFoundError:
                     continue
-                digest.update(f"{sub}/{name}\0{len(data)}\0".encode())
+                digest.update(f"{sub}/{path.name}\0{len(data)}\0".encode())
                 digest.update(data)
         return digest.hexdigest()
 
@@ -425,12 +420,8 @@ class DefinitionStore:
 
     @staticmethod
     def _read_dir(directory: Path) -> list[tuple[Path, Any]]:
-        try:
-            paths = sorted(p for p in directory.iterdir() if _is_record(p.name))
-        except FileNotFoundError:
-            return []
         out: list[tuple[Path, Any]] = []
-        for path in paths:
+        for path in _record_paths(directory):
             data = _read_json(path)
             if data is None:  # removed since the listing
                 continue
@@ -491,6 +482,14 @@ def _unlink(path: Path) -> bool:
         return False
     _sync_dir(path.parent)
     return True
+
+
+def _record_paths(directory: Path) -> list[Path]:
+    """List a directory's record files by name; a missing directory has none."""
+    try:
+        return sorted(p for p in directory.iterdir() if _is_record(p.name))
+    except FileNotFoundError:
+        return []
 
 
 def _is_record(name: str) -> bool:
