@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, Self, runtime_checkable
 
-from jailhouse.config.model import Arch
+from jailhouse.config.flags import Arch
 from jailhouse.errors import (
     DeviceNotFoundError,
     PermissionDeniedError,

@@ -50,8 +50,7 @@ from typing import TYPE_CHECKING, Final, Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from jailhouse import _abi
-from jailhouse.config.codec import parse_cell, parse_system
-from jailhouse.config.model import Arch, CellConfig, SystemConfig, format_cpus
+from jailhouse.config.flags import Arch, format_cpus
 from jailhouse.console import ConsoleReader
 from jailhouse.errors import (
     CellNotFoundError,
@@ -66,6 +65,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
     from types import TracebackType
 
+    from jailhouse.config.model import CellConfig, SystemConfig
     from jailhouse.device import Device
 
 __all__ = ["Cell", "Hypervisor", "Image", "ImageSource", "open"]
@@ -183,8 +183,13 @@ class Hypervisor:
         """
         return self.sysfs.enabled()
 
-    def cells(self) -> list[CellStatus]:
+    def cells(self, *, statistics: bool = True) -> list[CellStatus]:
         """Read every cell, root cell first (empty while disabled).
+
+        Args:
+            statistics: Read each cell's exit counters too; with False (what
+                ``jhctl cell list`` does, as upstream's tool shows no counters there)
+                ``statistics`` and ``per_cpu`` are left empty.
 
         Returns:
             One :class:`~jailhouse.sysfs.CellStatus` per cell, by ascending id.  Use
@@ -194,7 +199,7 @@ class Hypervisor:
             DeviceNotFoundError: The driver is not loaded.
             StatusParseError: A sysfs file is malformed.
         """
-        return self.sysfs.cells()
+        return self.sysfs.cells(statistics=statistics)
 
     def cell(self, name_or_id: str | int) -> Cell:
         """Return a handle on an existing cell.
@@ -734,6 +739,9 @@ def _system_and_blob(
     system: SystemConfig | bytes | str | os.PathLike[str],
 ) -> tuple[SystemConfig, bytes]:
     """Return the system config and exactly the bytes its header describes."""
+    from jailhouse.config.codec import parse_system  # noqa: PLC0415 - off the status path
+    from jailhouse.config.model import SystemConfig  # noqa: PLC0415
+
     if isinstance(system, SystemConfig):
         config, data = system, system.to_bytes()
     else:
@@ -746,6 +754,9 @@ def _cell_and_blob(
     config: CellConfig | bytes | str | os.PathLike[str],
 ) -> tuple[CellConfig, bytes]:
     """Return the cell config and exactly the bytes its header describes."""
+    from jailhouse.config.codec import parse_cell  # noqa: PLC0415 - off the status path
+    from jailhouse.config.model import CellConfig  # noqa: PLC0415
+
     if isinstance(config, CellConfig):
         cell, data = config, config.to_bytes()
     else:

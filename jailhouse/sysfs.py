@@ -21,7 +21,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 
-from jailhouse.config.model import format_cpus, parse_cpus
+from jailhouse.config.flags import format_cpus, parse_cpus
 from jailhouse.errors import DeviceNotFoundError, StatusParseError, error_for_errno
 
 if TYPE_CHECKING:
@@ -412,7 +412,7 @@ class SysfsReader:
             return []
         return sorted(int(name) for name in entries if name.isdigit())
 
-    def cell(self, cell_id: int) -> CellStatus:
+    def cell(self, cell_id: int, *, statistics: bool = True) -> CellStatus:
         """Read one cell, again if it changed under the reader.
 
         A file that vanishes or CPU files that disagree while the cell still exists are
@@ -421,6 +421,8 @@ class SysfsReader:
 
         Args:
             cell_id: The cell's id.
+            statistics: Read the exit counters too (a few dozen files per cell); with
+                False, ``statistics`` and ``per_cpu`` are left empty.
 
         Raises:
             DeviceNotFoundError: The module is not loaded.
@@ -435,7 +437,7 @@ class SysfsReader:
                 self._check_loaded()
                 raise KeyError(str(base))
             try:
-                return self._read_cell(cell_id)
+                return self._read_cell(cell_id, statistics=statistics)
             except (KeyError, StatusParseError, FileNotFoundError, NotADirectoryError) as exc:
                 if not base.is_dir():
                     self._check_loaded()
@@ -446,7 +448,7 @@ class SysfsReader:
                     raise
         raise AssertionError  # pragma: no cover - the loop returns or raises
 
-    def _read_cell(self, cell_id: int) -> CellStatus:
+    def _read_cell(self, cell_id: int, *, statistics: bool) -> CellStatus:
         """Read a cell's files once; a concurrent change may make them disagree."""
         base = f"cells/{cell_id}"
         name = self.read_text(f"{base}/name", encoding="latin-1").removesuffix("\n")
@@ -462,24 +464,26 @@ class SysfsReader:
             failed = self.read_cpus(f"{base}/cpus_failed")
         except KeyError:
             failed = frozenset()
-        statistics, per_cpu = self._statistics(f"{base}/statistics")
+        if not statistics:
+            return CellStatus(cell_id, name, state, assigned, failed)
+        totals, per_cpu = self._statistics(f"{base}/statistics")
         return CellStatus(
             id=cell_id,
             name=name,
             state=state,
             cpus_assigned=assigned,
             cpus_failed=failed,
-            statistics=statistics,
+            statistics=totals,
             per_cpu=per_cpu,
         )
 
-    def cells(self) -> list[CellStatus]:
+    def cells(self, *, statistics: bool = True) -> list[CellStatus]:
         """Read every cell, by ascending id; a cell destroyed meanwhile is left out.
 
-        Each cell is read as :meth:`cell` does.  A listing in which two cells hold the
-        same CPU saw a create or destroy half-way (the new cell already holds a CPU the
-        root cell read earlier still had), so the whole listing is read again, up to six
-        times in all; the last one is returned whatever it shows.
+        Each cell is read as :meth:`cell` does (``statistics`` as there).  A listing in
+        which two cells hold the same CPU saw a create or destroy half-way (the new cell
+        already holds a CPU the root cell read earlier still had), so the whole listing is
+        read again, up to six times in all; the last one is returned whatever it shows.
 
         Raises:
             DeviceNotFoundError: The module is not loaded.
@@ -493,7 +497,7 @@ class SysfsReader:
             torn = False
             for cell_id in self.cell_ids():
                 try:
-                    out.append(self.cell(cell_id))
+                    out.append(self.cell(cell_id, statistics=statistics))
                 except KeyError:
                     if not (self.driver_dir / f"cells/{cell_id}").is_dir():
                         continue  # destroyed meanwhile
@@ -509,16 +513,29 @@ class SysfsReader:
         return out
 
     def find_cell(self, name: str) -> CellStatus | None:
-        """Find a cell by name.
+        """Find a cell by name, reading only the names of the others.
+
+        A cell destroyed while it is looked at is passed over, and so is an id reused
+        meanwhile by a cell of another name.
 
         Returns:
             The cell, or None if no cell has that name.
 
         Raises:
             DeviceNotFoundError: The module is not loaded.
-            StatusParseError: A file is malformed.
+            StatusParseError: A file of the matching cell is malformed.
         """
-        return next((c for c in self.cells() if c.name == name), None)
+        for cell_id in self.cell_ids():
+            try:
+                seen = self.read_text(f"cells/{cell_id}/name", encoding="latin-1")
+                if seen.removesuffix("\n") != name:
+                    continue
+                status = self.cell(cell_id)
+            except KeyError:
+                continue  # destroyed meanwhile
+            if status.name == name:
+                return status
+        return None
 
     # -- helpers ------------------------------------------------------------------
 

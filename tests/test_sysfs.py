@@ -203,6 +203,31 @@ def test_cell_by_id_and_name(qemu_tree: SysfsReader) -> None:
         qemu_tree.cell(7)
 
 
+def test_cells_without_statistics(qemu_tree: SysfsReader) -> None:
+    """statistics=False reads the same cells but leaves the counters empty."""
+    full = qemu_tree.cells()
+    bare = qemu_tree.cells(statistics=False)
+    assert [(c.id, c.name, c.state, c.cpus_assigned) for c in bare] == [
+        (c.id, c.name, c.state, c.cpus_assigned) for c in full
+    ]
+    assert all(not c.statistics and not c.per_cpu for c in bare)
+    assert full[0].statistics
+
+
+def test_find_cell_passes_over_an_id_reused_by_another_name(tmp_path: Path) -> None:
+    """A name read before the id is reused by another cell does not return that cell."""
+    write_tree(tmp_path / "sys", QEMU_EXAMPLE)
+
+    class RenamingReader(SysfsReader):
+        def cell(self, cell_id: int, *, statistics: bool = True) -> CellStatus:
+            (self.driver_dir / f"cells/{cell_id}/name").write_text("other\n")
+            return super().cell(cell_id, statistics=statistics)
+
+    reader = RenamingReader(tmp_path / "sys")
+    assert reader.find_cell("apic-demo") is None
+    assert SysfsReader(tmp_path / "sys").find_cell("other") is not None
+
+
 def test_cell_status_is_read_only(qemu_tree: SysfsReader) -> None:
     """The statistics mappings of a CellStatus cannot be changed."""
     cell = qemu_tree.cell(0)
@@ -376,16 +401,16 @@ class ReusedIdReader(SysfsReader):
         self.keep = keep
         self.torn = False
 
-    def cell(self, cell_id: int) -> CellStatus:
+    def cell(self, cell_id: int, *, statistics: bool = True) -> CellStatus:
         """Read the cell; the first time it is cell 1, its id is freed and reused mid-read."""
         if cell_id != 1 or self.torn:
-            return super().cell(cell_id)
+            return super().cell(cell_id, statistics=statistics)
         self.torn = True
         directory = self.driver_dir / "cells/1"
         shutil.copytree(directory, self.keep)
         shutil.rmtree(directory)
         try:
-            return super().cell(cell_id)  # KeyError: the directory is gone
+            return super().cell(cell_id, statistics=statistics)  # KeyError: the directory is gone
         finally:
             shutil.copytree(self.keep, directory)  # a new cell took id 1 meanwhile
 

@@ -262,7 +262,7 @@ def cell_table(cells: Sequence[CellStatus]) -> str:
 
 def _cell_list(_args: argparse.Namespace, ctx: Context) -> int:
     with ctx.connect() as hv:
-        cells = hv.cells()
+        cells = hv.cells(statistics=False)
     ctx.emit([cell_document(c) for c in cells], lambda: cell_table(cells))
     return EXIT_OK
 

@@ -1,42 +1,53 @@
-"""Jailhouse cell and system configs: the typed model, the binary codec and validation."""
+"""Jailhouse cell and system configs: the typed model, the binary codec and validation.
 
-from jailhouse.config.codec import pack_cell, pack_system, parse_cell, parse_system
-from jailhouse.config.model import (
-    CELL_SIGNATURE,
-    CONFIG_REVISION,
-    NAME_MAXLEN,
-    PAGE_SIZE,
-    SYSTEM_SIGNATURE,
-    ApicMode,
-    Arch,
-    ArmPlatform,
-    CacheFlag,
-    CacheRegion,
-    CacheType,
-    CellConfig,
-    CellFlag,
-    Console,
-    ConsoleFlag,
-    ConsoleType,
-    IommuType,
-    IommuUnit,
-    IrqChip,
-    MemFlag,
-    MemoryRegion,
-    PciCapability,
-    PciCapFlag,
-    PciDevice,
-    PciType,
-    PioRegion,
-    PlatformInfo,
-    ShmemProtocol,
-    SystemConfig,
-    SystemFlag,
-    X86Platform,
-    format_cpus,
-    load_config,
-    parse_cpus,
-)
+The names below are imported on first use: ``jhctl cell list`` reaches
+:mod:`jailhouse.config.flags` through this package and should not build the model's
+dataclasses on the way.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from jailhouse.config.codec import pack_cell, pack_system, parse_cell, parse_system
+    from jailhouse.config.model import (
+        CELL_SIGNATURE,
+        CONFIG_REVISION,
+        NAME_MAXLEN,
+        PAGE_SIZE,
+        SYSTEM_SIGNATURE,
+        ApicMode,
+        Arch,
+        ArmPlatform,
+        CacheFlag,
+        CacheRegion,
+        CacheType,
+        CellConfig,
+        CellFlag,
+        Console,
+        ConsoleFlag,
+        ConsoleType,
+        IommuType,
+        IommuUnit,
+        IrqChip,
+        MemFlag,
+        MemoryRegion,
+        PciCapability,
+        PciCapFlag,
+        PciDevice,
+        PciType,
+        PioRegion,
+        PlatformInfo,
+        ShmemProtocol,
+        SystemConfig,
+        SystemFlag,
+        X86Platform,
+        format_cpus,
+        load_config,
+        parse_cpus,
+    )
 
 __all__ = [
     "CELL_SIGNATURE",
@@ -78,3 +89,26 @@ __all__ = [
     "parse_cpus",
     "parse_system",
 ]
+
+
+_MODEL_NAMES: frozenset[str] = frozenset(__all__) - {
+    "pack_cell",
+    "pack_system",
+    "parse_cell",
+    "parse_system",
+}
+
+
+def __getattr__(name: str) -> Any:  # noqa: ANN401 - module-level lazy attribute hook
+    """Import a public name from the model or the codec on first use."""
+    if name not in __all__:
+        raise AttributeError(f"module 'jailhouse.config' has no attribute {name!r}")
+    module = "jailhouse.config.model" if name in _MODEL_NAMES else "jailhouse.config.codec"
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """List the public names."""
+    return __all__

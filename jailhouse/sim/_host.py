@@ -22,8 +22,7 @@ from typing import TYPE_CHECKING, Final, cast
 
 from jailhouse import _abi
 from jailhouse._ffi import ffi
-from jailhouse.config.codec import parse_cell, parse_system
-from jailhouse.config.model import (
+from jailhouse.config.flags import (
     CONFIG_REVISION,
     PAGE_SIZE,
     Arch,
@@ -818,6 +817,8 @@ class SimHost:
             state.core_size = None
             state.snapshot_valid = False
             raise
+        from jailhouse.config.codec import parse_system  # noqa: PLC0415 - off the status path
+
         try:
             config = parse_system(blob)
         except InvalidConfigError as exc:
@@ -1043,6 +1044,8 @@ class SimHost:
             )
         if desc.cpu_set_size > _MAX_CPU_SET:
             raise _Errno(errno.EINVAL, f"cpu_set_size {desc.cpu_set_size} > {_MAX_CPU_SET}")
+        from jailhouse.config.codec import parse_cell  # noqa: PLC0415 - off the status path
+
         try:
             config = parse_cell(blob)
         except InvalidConfigError as exc:

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from jailhouse.config.model import Arch
+from jailhouse.config.flags import Arch
 from jailhouse.sysfs import CellState
 
 __all__ = [

@@ -16,7 +16,7 @@ import shutil
 import stat
 from typing import TYPE_CHECKING, Final, NamedTuple
 
-from jailhouse.config.model import format_cpus
+from jailhouse.config.flags import format_cpus
 from jailhouse.sim._state import COUNTER_MASK, CellRecord, HostInfo, State, stat_names
 from jailhouse.sysfs import CellState
 
