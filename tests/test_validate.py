@@ -831,6 +831,20 @@ def test_arch_mismatch() -> None:
     assert_finding(findings, "arch", ERROR, "ARM64", cell="x86-demo")
 
 
+def test_a_system_checked_again_gives_its_findings_again() -> None:
+    """check_configs remembers what a system alone yields, and nothing of the cells it had."""
+    system = x86_system()
+    system = system.replace(hypervisor_memory=replace(system.hypervisor_memory, size=0x1001))
+    first = check_configs(system, x86_demo().replace(cpu_set_size=12))
+    again = check_configs(system)
+    assert again == check_configs(system.replace())  # an equal system, another object
+    assert_finding(first, "hypervisor_memory.size", ERROR, 0x1001)
+    assert_finding(again, "hypervisor_memory.size", ERROR, 0x1001)
+    assert_finding(first, "cpu_set_size", WARNING, 12, cell="x86-demo")
+    assert not only(again, "cpu_set_size")
+    assert [f for f in first if f.cell == "x86-root"] == again
+
+
 def test_cell_findings_carry_the_cell_name() -> None:
     """In a set check, per-cell findings name their cell."""
     findings = check_configs(x86_system(), x86_demo().replace(cpu_set_size=12), x86_linux())

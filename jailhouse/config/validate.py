@@ -193,9 +193,8 @@ def check_configs(system: SystemConfig, *cells: CellConfig) -> list[Finding]:
     Returns:
         The findings; each names the cell it belongs to.
     """
-    root = system.root_cell
-    report = _Report(cell=root.name)
-    _check_system(system, report)
+    memo = _memo(system)
+    report = _Report(list(memo.findings), cell=system.root_cell.name)
     for cell in cells:
         cell_report = report.scoped("", cell.name)
         if cell.arch != system.arch:
@@ -206,9 +205,49 @@ def check_configs(system: SystemConfig, *cells: CellConfig) -> list[Finding]:
                 "architecture with success and creates nothing",
             )
         _check_cell(cell, cell_report, root=False, end_offset=cell.size)
-        _check_cell_against_system(system, cell, cell_report)
-    _check_partitioning(system, cells, report)
+        _check_cell_against_system(system, cell, cell_report, memo.resources)
+    _check_partitioning(system, cells, report, memo.root_spans)
     return report.findings
+
+
+@dataclass(frozen=True, slots=True)
+class _SystemMemo:
+    """What :func:`check_configs` derives from a system alone."""
+
+    system: SystemConfig
+    findings: tuple[Finding, ...]
+    """The system's own findings (root-cell fields prefixed ``root_cell.``)."""
+    resources: tuple[_Resource, ...]
+    """What no cell may map (:func:`_system_resources`)."""
+    root_spans: tuple[tuple[int, int], ...]
+    """The root cell's non-empty regions as sorted ``(phys_start, phys_end)``."""
+
+
+_MEMO_SIZE: Final = 4
+_memos: tuple[_SystemMemo, ...] = ()
+
+
+def _memo(system: SystemConfig) -> _SystemMemo:
+    """Return what the system alone yields, from the last few systems checked if it is one.
+
+    A system config is immutable, so its findings never change, and a translator or a
+    ``jhctl`` run checks many cell sets against one system.  The systems are matched by
+    identity: hashing a whole system would cost about as much as checking it again.
+    """
+    global _memos  # noqa: PLW0603 - one tuple swapped whole, safe between threads
+    for memo in _memos:
+        if memo.system is system:
+            return memo
+    report = _Report(cell=system.root_cell.name)
+    _check_system(system, report)
+    memo = _SystemMemo(
+        system,
+        tuple(report.findings),
+        tuple(_system_resources(system)),
+        tuple(sorted((r.phys_start, r.phys_end) for r in system.root_cell.mem_regions if r.size)),
+    )
+    _memos = (memo, *_memos[: _MEMO_SIZE - 1])
+    return memo
 
 
 # -- the system config ------------------------------------------------------------------------
@@ -285,7 +324,7 @@ def _check_system(system: SystemConfig, report: _Report) -> None:
             "system's architecture",
         )
     _check_cell(system.root_cell, root_report, root=True, end_offset=system.size)
-    _check_cell_against_system(system, system.root_cell, root_report)
+    _check_cell_against_system(system, system.root_cell, root_report, _system_resources(system))
 
 
 # -- one cell on its own ------------------------------------------------------------------------
@@ -517,12 +556,13 @@ def _span(start: int, size: int) -> str:
 
 def _check_overlaps_within(cell: CellConfig, report: _Report) -> None:
     regions = cell.mem_regions
+    comm = [r.is_comm_region for r in regions]
     for j, b in enumerate(regions):
         for i in range(j):
             a = regions[i]
             phys = (
-                not a.is_comm_region
-                and not b.is_comm_region
+                not comm[i]
+                and not comm[j]
                 and _overlaps(a.phys_start, a.size, b.phys_start, b.size)
             )
             virt = _overlaps(a.virt_start, a.size, b.virt_start, b.size)
@@ -765,8 +805,9 @@ def _system_resources(system: SystemConfig) -> list[_Resource]:
     return resources
 
 
-def _check_cell_against_system(system: SystemConfig, cell: CellConfig, report: _Report) -> None:
-    resources = _system_resources(system)
+def _check_cell_against_system(
+    system: SystemConfig, cell: CellConfig, report: _Report, resources: Sequence[_Resource]
+) -> None:
     for i, region in enumerate(cell.mem_regions):
         if region.is_comm_region:
             continue  # its phys_start is ignored: the hypervisor supplies the page
@@ -803,7 +844,12 @@ def _check_cell_against_system(system: SystemConfig, cell: CellConfig, report: _
 # -- the partitioning ---------------------------------------------------------------------------
 
 
-def _check_partitioning(system: SystemConfig, cells: Sequence[CellConfig], report: _Report) -> None:
+def _check_partitioning(
+    system: SystemConfig,
+    cells: Sequence[CellConfig],
+    report: _Report,
+    root_spans: Sequence[tuple[int, int]],
+) -> None:
     root = system.root_cell
     root_report = report.scoped("root_cell.", root.name)
     names = {root.name: "the root cell"}
@@ -843,7 +889,7 @@ def _check_partitioning(system: SystemConfig, cells: Sequence[CellConfig], repor
             "no CPU is left to the root cell when all non-root cells run; keep at least one",
         )
     for cell in cells:
-        _check_memory_from_root(root, cell, report.scoped("", cell.name))
+        _check_memory_from_root(root_spans, cell, report.scoped("", cell.name))
     for j, b in enumerate(cells):
         for a in cells[:j]:
             _check_memory_between(a, b, report.scoped("", b.name))
@@ -851,9 +897,9 @@ def _check_partitioning(system: SystemConfig, cells: Sequence[CellConfig], repor
 
 
 def _covered(start: int, size: int, spans: Iterable[tuple[int, int]]) -> bool:
-    """Whether ``[start, start+size)`` lies inside the union of ``spans``."""
+    """Whether ``[start, start+size)`` lies inside the union of ``spans`` (sorted by start)."""
     pos, end = start, start + size
-    for s_start, s_end in sorted(spans):
+    for s_start, s_end in spans:
         if s_start > pos:
             break
         pos = max(pos, s_end)
@@ -862,8 +908,9 @@ def _covered(start: int, size: int, spans: Iterable[tuple[int, int]]) -> bool:
     return pos >= end
 
 
-def _check_memory_from_root(root: CellConfig, cell: CellConfig, report: _Report) -> None:
-    spans = [(r.phys_start, r.phys_end) for r in root.mem_regions if r.size]
+def _check_memory_from_root(
+    spans: Sequence[tuple[int, int]], cell: CellConfig, report: _Report
+) -> None:
     shmem = _shmem_groups(cell)
     for i, region in enumerate(cell.mem_regions):
         if (
