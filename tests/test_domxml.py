@@ -1012,6 +1012,21 @@ def test_metadata_images_are_the_boot_spec() -> None:
         (meta("<jailhouse:cpus>1</jailhouse:cpus><jailhouse:cpus>2</jailhouse:cpus>"),
          "/domain/metadata/jailhouse:cell/jailhouse:cpus[2]"),
         (meta(name_hex="41" * 33), "/domain/metadata/jailhouse:cell/@name-hex"),
+        (meta("<jailhouse:memory-regions><jailhouse:region phys='1'/>"
+              "<jailhouse:region flags='READ|BOGUS'/></jailhouse:memory-regions>"),
+         "/domain/metadata/jailhouse:cell/jailhouse:memory-regions/jailhouse:region[2]/@flags"),
+        (meta("<jailhouse:memory-regions><jailhouse:region size='0x10000000000000000'/>"
+              "</jailhouse:memory-regions>"),
+         "/domain/metadata/jailhouse:cell/jailhouse:memory-regions/jailhouse:region/@size"),
+        (meta("<jailhouse:cache-regions><jailhouse:cache flags='0x10000'/>"
+              "</jailhouse:cache-regions>"),
+         "/domain/metadata/jailhouse:cell/jailhouse:cache-regions/jailhouse:cache/@flags"),
+        (meta("<jailhouse:irqchips><jailhouse:irqchip pin-bitmap='1 2 3 0x100000000'/>"
+              "</jailhouse:irqchips>"),
+         "/domain/metadata/jailhouse:cell/jailhouse:irqchips/jailhouse:irqchip/@pin-bitmap"),
+        (meta("<jailhouse:pci-devices><jailhouse:pci-device type='BOGUS' bdf='00:01.0'/>"
+              "</jailhouse:pci-devices>"),
+         "/domain/metadata/jailhouse:cell/jailhouse:pci-devices/jailhouse:pci-device/@type"),
         (f"<metadata><jailhouse:bogus xmlns:jailhouse='{NS}'/></metadata>",
          "/domain/metadata/jailhouse:bogus"),
     ],
@@ -1019,6 +1034,20 @@ def test_metadata_images_are_the_boot_spec() -> None:
 def test_bad_metadata_is_an_error_naming_the_part(extra: str, element: str) -> None:
     """Unknown parts, attributes and malformed values in our namespace are errors."""
     assert error_at(dom(extra=extra)).element == element
+
+
+def test_metadata_numbers_and_flags_in_every_spelling() -> None:
+    """Leading zeros, long numbers, spaced flags and numbers among flags read as written."""
+    regions = (
+        "<jailhouse:memory-regions>"
+        f"<jailhouse:region phys='{'0' * 26}1' virt='0x00000000000000000002' size='0x1000'"
+        " flags='READ | WRITE|0x100'/>"
+        "</jailhouse:memory-regions>"
+    )
+    result = to_cell(dom(memory="<memory unit='KiB'>1</memory>", extra=meta(regions)))
+    (region,) = result.config.mem_regions
+    assert (region.phys_start, region.virt_start, region.size) == (1, 2, 0x1000)
+    assert region.flags == MemFlag.READ | MemFlag.WRITE | 0x100
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,7 @@ import enum
 import functools
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar, cast
 
 from lxml import etree
 
@@ -79,6 +79,8 @@ _U64: Final = 0xFFFF_FFFF_FFFF_FFFF
 _BDF: Final = re.compile(r"0*([0-9a-fA-F]{1,2}):0*([0-9a-fA-F]{1,2})\.0*([0-9])")
 """``bus:device.function`` in hex, hex and decimal; leading zeros allowed, no sign or space."""
 
+_SHORT_NUMBER: Final = re.compile(r"0[xX][0-9a-fA-F]{1,16}|[0-9]{1,20}")
+"""Numbers :func:`parse_int` reads the same way, short enough to need no digit check."""
 _CELL_ATTRS: Final = {
     "name-hex",
     "arch",
@@ -103,6 +105,7 @@ _SINGLES: Final = {"cpus", "console", "trailing"}
 
 _E = TypeVar("_E", bound=enum.IntEnum)
 _F = TypeVar("_F", bound=enum.IntFlag)
+_M = TypeVar("_M", bound=enum.IntEnum | enum.IntFlag)
 
 
 def _q(local: str) -> str:
@@ -231,7 +234,7 @@ def _parse_cell(el: etree._Element) -> Metadata:
         seen.add(local)
         meta.paths[local] = where
         if local in _CONTAINERS:
-            _parse_container(child, local, meta, where)
+            _parse_container(child, local, meta)
         elif local == "cpus":
             _no_attrs(child)
             text = text_of(child).strip()
@@ -244,28 +247,20 @@ def _parse_cell(el: etree._Element) -> Metadata:
     return meta
 
 
-def _parse_container(el: etree._Element, local: str, meta: Metadata, where: str) -> None:
+def _parse_container(el: etree._Element, local: str, meta: Metadata) -> None:
     _no_attrs(el)
     item = _CONTAINERS[local]
-    parsers: dict[str, Callable[[etree._Element, str], object]] = {
-        "region": _parse_region,
-        "cache": _parse_cache,
-        "irqchip": _parse_irqchip,
-        "pio": _parse_pio,
-        "pci-device": _parse_pci_device,
-        "pci-cap": _parse_pci_cap,
-        "stream-id": _parse_stream_id,
-        "image": _parse_image,
-    }
+    parse = _ITEM_PARSERS[item]
+    tag = _q(item)
     values = []
-    for child, path in child_paths(el, where):
-        if child.tag != _q(item):
+    for child in children(el):
+        if child.tag != tag:
             raise TranslationError(
-                path,
+                path_of(child),
                 etree.QName(child).localname,
                 f"{PREFIX}:{local} holds only {PREFIX}:{item} elements",
             )
-        values.append(parsers[item](child, path))
+        values.append(parse(child, None))  # XPaths are built only for an error
     if local == "memory-regions":
         meta.mem_regions = tuple(v for v in values if isinstance(v, MemoryRegion))
     elif local == "cache-regions":
@@ -285,9 +280,13 @@ def _parse_container(el: etree._Element, local: str, meta: Metadata, where: str)
 
 
 class _Attrs:
-    """Reads the attributes of one element (whose XPath is ``path``), refusing unknown ones."""
+    """Reads the attributes of one element, refusing unknown ones.
 
-    def __init__(self, el: etree._Element, known: Sequence[str], path: str) -> None:
+    ``path`` is the element's XPath where the caller has it; otherwise it is worked out
+    only when an error needs it.
+    """
+
+    def __init__(self, el: etree._Element, known: Sequence[str], path: str | None) -> None:
         self.el = el
         self.path = path
         for name in el.attrib:
@@ -303,7 +302,7 @@ class _Attrs:
 
     def where(self, name: str) -> str:
         """Return the XPath of attribute ``name``, as :func:`attr_path` does."""
-        return f"{self.path}/@{name}"
+        return f"{path_of(self.el) if self.path is None else self.path}/@{name}"
 
     def number(self, name: str, limit: int, *, required: bool = False) -> int:
         text = self.el.get(name)
@@ -311,14 +310,22 @@ class _Attrs:
             if required:
                 raise TranslationError(self.where(name), None, "this attribute is required")
             return 0
-        return parse_int(text, self.where(name), limit=limit)
+        if _SHORT_NUMBER.fullmatch(text):  # the usual case: no XPath to build
+            value = int(text, 16) if text[1:2] in "xX" else int(text)
+            if value <= limit:
+                return value
+        return parse_int(text, self.where(name), limit=limit)  # raises with the XPath
 
     def words(self, name: str, count: int) -> tuple[int, ...]:
         text = self.el.get(name)
         if text is None:
             return (0,) * count
-        where = self.where(name)
         parts = text.split()
+        if len(parts) == count and all(_SHORT_NUMBER.fullmatch(p) for p in parts):
+            values = tuple(int(p, 16) if p[1:2] in "xX" else int(p) for p in parts)
+            if max(values) <= _U32:
+                return values
+        where = self.where(name)  # something is wrong: the slow path names it
         if len(parts) != count:
             raise TranslationError(where, text, f"expected {count} numbers separated by spaces")
         return tuple(parse_int(p, where, limit=_U32) for p in parts)
@@ -327,12 +334,24 @@ class _Attrs:
         text = self.el.get(name)
         if text is None:
             return cls(0)
-        return _parse_flags(text, cls, self.where(name), limit)
+        members = _members(cls)
+        value = 0
+        for token in text.split("|"):
+            bit = members.get(token.strip())
+            if bit is None:  # a number, or a mistake: the slow path reads or names it
+                return _parse_flags(text, cls, self.where(name), limit)
+            value |= bit
+        if value > limit:
+            return _parse_flags(text, cls, self.where(name), limit)
+        return _member(cls, value)
 
     def choice(self, name: str, cls: type[_E], limit: int, default: int = 0) -> _E:
         text = self.el.get(name)
         if text is None:
             return cls(default)
+        value = _members(cls).get(text)
+        if value is not None:
+            return _member(cls, value)
         return _parse_enum(text, cls, self.where(name), limit)
 
     def boolean(self, name: str) -> bool:
@@ -344,7 +363,7 @@ class _Attrs:
         raise TranslationError(self.where(name), text, "expected yes or no")
 
 
-def _parse_region(el: etree._Element, path: str) -> MemoryRegion:
+def _parse_region(el: etree._Element, path: str | None) -> MemoryRegion:
     a = _Attrs(el, ("phys", "virt", "size", "flags"), path)
     return MemoryRegion(
         a.number("phys", _U64),
@@ -354,7 +373,7 @@ def _parse_region(el: etree._Element, path: str) -> MemoryRegion:
     )
 
 
-def _parse_cache(el: etree._Element, path: str) -> CacheRegion:
+def _parse_cache(el: etree._Element, path: str | None) -> CacheRegion:
     a = _Attrs(el, ("start", "size", "type", "flags"), path)
     return CacheRegion(
         a.number("start", _U32),
@@ -364,7 +383,7 @@ def _parse_cache(el: etree._Element, path: str) -> CacheRegion:
     )
 
 
-def _parse_irqchip(el: etree._Element, path: str) -> IrqChip:
+def _parse_irqchip(el: etree._Element, path: str | None) -> IrqChip:
     a = _Attrs(el, ("address", "id", "pin-base", "pin-bitmap"), path)
     w = a.words("pin-bitmap", 4)
     return IrqChip(
@@ -375,7 +394,7 @@ def _parse_irqchip(el: etree._Element, path: str) -> IrqChip:
     )
 
 
-def _parse_pio(el: etree._Element, path: str) -> PioRegion:
+def _parse_pio(el: etree._Element, path: str | None) -> PioRegion:
     a = _Attrs(el, ("base", "length"), path)
     return PioRegion(a.number("base", _U16), a.number("length", _U16))
 
@@ -401,7 +420,7 @@ _PCI_ATTRS: Final = (
 )
 
 
-def _parse_pci_device(el: etree._Element, path: str) -> PciDevice:
+def _parse_pci_device(el: etree._Element, path: str | None) -> PciDevice:
     a = _Attrs(el, _PCI_ATTRS, path)
     if el.get("type") is None:
         raise TranslationError(attr_path(el, "type"), None, "this attribute is required")
@@ -430,7 +449,7 @@ def _parse_pci_device(el: etree._Element, path: str) -> PciDevice:
     )
 
 
-def _parse_pci_cap(el: etree._Element, path: str) -> PciCapability:
+def _parse_pci_cap(el: etree._Element, path: str | None) -> PciCapability:
     a = _Attrs(el, ("id", "start", "len", "flags"), path)
     return PciCapability(
         a.number("id", _U16),
@@ -440,12 +459,12 @@ def _parse_pci_cap(el: etree._Element, path: str) -> PciCapability:
     )
 
 
-def _parse_stream_id(el: etree._Element, path: str) -> int:
+def _parse_stream_id(el: etree._Element, path: str | None) -> int:
     a = _Attrs(el, ("value",), path)
     return a.number("value", _U32, required=True)
 
 
-def _parse_image(el: etree._Element, path: str) -> BootImage:
+def _parse_image(el: etree._Element, path: str | None) -> BootImage:
     a = _Attrs(el, ("file", "address"), path)
     file = el.get("file")
     if not file:
@@ -453,7 +472,20 @@ def _parse_image(el: etree._Element, path: str) -> BootImage:
     return BootImage(file, a.number("address", _U64, required=True))
 
 
-def _parse_console(el: etree._Element, path: str) -> Console:
+_ITEM_PARSERS: Final[dict[str, Callable[[etree._Element, str | None], object]]] = {
+    "region": _parse_region,
+    "cache": _parse_cache,
+    "irqchip": _parse_irqchip,
+    "pio": _parse_pio,
+    "pci-device": _parse_pci_device,
+    "pci-cap": _parse_pci_cap,
+    "stream-id": _parse_stream_id,
+    "image": _parse_image,
+}
+"""The parser of each container's item element."""
+
+
+def _parse_console(el: etree._Element, path: str | None) -> Console:
     a = _Attrs(el, ("type", "address", "size", "flags", "divider", "gate-nr", "clock-reg"), path)
     return Console(
         address=a.number("address", _U64),
@@ -491,6 +523,20 @@ def _hex_bytes(text: str, where: str) -> bytes:
 def _members(cls: type[enum.Enum]) -> dict[str, int]:
     """Map the names of an enum's (or flag's) named members to their values, once per enum."""
     return {m.name: m.value for m in cls if m.name}
+
+
+_MEMBERS_SEEN: Final[dict[tuple[type[enum.Enum], int], enum.Enum]] = {}
+_MEMBERS_SEEN_LIMIT: Final = 1024
+
+
+def _member(cls: type[_M], value: int) -> _M:
+    """Return ``cls(value)``: a lookup once a value has been seen, not an enum call."""
+    member = _MEMBERS_SEEN.get((cls, value))
+    if member is None:
+        member = cls(value)
+        if len(_MEMBERS_SEEN) < _MEMBERS_SEEN_LIMIT:  # a hostile document cannot grow it
+            _MEMBERS_SEEN[cls, value] = member
+    return cast("_M", member)
 
 
 def _parse_flags(text: str, cls: type[_F], where: str, limit: int) -> _F:

@@ -193,14 +193,27 @@ def children(el: etree._Element) -> Iterator[etree._Element]:
             yield child
 
 
+_TAG_TEXTS: Final[dict[object, str]] = {}
+"""Tag -> its XPath name, for plain and metadata tags (which need no prefix lookup)."""
+_TAG_TEXTS_LIMIT: Final = 1024
+
+
 def _tag_text(el: etree._Element) -> str:
-    tag = str(el.tag)
+    tag = el.tag
+    text = _TAG_TEXTS.get(tag)
+    if text is not None:
+        return text
+    tag = str(tag)
     if not tag.startswith("{"):
-        return tag
-    namespace, _, local = tag[1:].partition("}")
-    if namespace == NS:
-        return f"{PREFIX}:{local}"
-    return f"{el.prefix or 'ns'}:{local}"
+        text = tag
+    else:
+        namespace, _, local = tag[1:].partition("}")
+        if namespace != NS:
+            return f"{el.prefix or 'ns'}:{local}"  # the prefix is the element's own
+        text = f"{PREFIX}:{local}"
+    if len(_TAG_TEXTS) < _TAG_TEXTS_LIMIT:  # a hostile document cannot grow it further
+        _TAG_TEXTS[tag] = text
+    return text
 
 
 def _step(el: etree._Element) -> str:
