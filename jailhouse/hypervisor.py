@@ -407,15 +407,7 @@ class Hypervisor:
                 error carries a note saying so.
             OSError: An image file cannot be read (before anything is created).
         """
-        loaded = _read_images(images)
-        cell = self.create_cell(config)
-        try:
-            cell.load(loaded)
-            cell.start()
-        except BaseException as exc:
-            _destroy_noting(cell, exc)
-            raise
-        return cell
+        return self._set_up(config, _read_images(images), load=True, start=True)
 
     @contextmanager
     def temporary_cell(
@@ -445,16 +437,7 @@ class Hypervisor:
         """
         loaded = _read_images(images)
         do_start = bool(loaded) if start is None else start
-        if do_start:
-            cell = self.run_cell(config, loaded)
-        else:
-            cell = self.create_cell(config)
-            if loaded:
-                try:
-                    cell.load(loaded)
-                except BaseException as exc:
-                    _destroy_noting(cell, exc)
-                    raise
+        cell = self._set_up(config, loaded, load=do_start or bool(loaded), start=do_start)
         try:
             yield cell
         except BaseException as exc:
@@ -465,6 +448,26 @@ class Hypervisor:
             cell.destroy()
 
     # -- plumbing -----------------------------------------------------------------
+
+    def _set_up(
+        self,
+        config: CellConfig | bytes | str | os.PathLike[str],
+        loaded: Sequence[Image],
+        *,
+        load: bool,
+        start: bool,
+    ) -> Cell:
+        """Create a cell, then load and start it as asked; destroy it if a step fails."""
+        cell = self.create_cell(config)
+        try:
+            if load:
+                cell.load(loaded)
+            if start:
+                cell.start()
+        except BaseException as exc:
+            _destroy_noting(cell, exc)
+            raise
+        return cell
 
     def _online_cpus(self, op: str) -> frozenset[int]:
         """Read the online CPUs, as a DeviceError naming ``op`` when sysfs lacks them."""
