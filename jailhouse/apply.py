@@ -40,8 +40,7 @@ from typing import TYPE_CHECKING, Any, Final
 from lxml import etree
 
 from jailhouse.config.model import format_cpus
-from jailhouse.domxml._to_cell import memory_kib
-from jailhouse.domxml._xml import parse_document
+from jailhouse.domxml import memory_kib, parse_document
 from jailhouse.errors import JailhouseError, TranslationError
 from jailhouse.jobs import Job
 from jailhouse.virt import _constants as c

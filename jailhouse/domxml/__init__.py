@@ -41,6 +41,10 @@ Everything a cell config holds beyond that lives in ``<metadata>`` as
 :mod:`jailhouse.domxml._meta`); each part given there is taken verbatim, must agree with the
 standard elements, and config-check errors against the system become notes.
 
+:func:`parse_document` is the parser every entry point uses, for callers that read a
+domain themselves; :func:`memory_kib` is the ``<memory>`` value (KiB) written for a cell's
+regions.
+
 The input is capped at 1 MiB and decoded in Python; any document type declaration is
 refused before libxml2 sees it (libxml2 opens external parameter entities even with entity
 resolution off), and libxml2 then parses with entities, DTD loading and network disabled.
@@ -48,10 +52,10 @@ resolution off), and libxml2 then parses with entities, DTD loading and network 
 
 from __future__ import annotations
 
-from jailhouse.domxml._to_cell import domain_to_cell
+from jailhouse.domxml._to_cell import domain_to_cell, memory_kib
 from jailhouse.domxml._to_domain import cell_to_domain
 from jailhouse.domxml._types import BootImage, BootSpec, DomainTranslation, TranslationNote
-from jailhouse.domxml._xml import MAX_DOCUMENT_BYTES, NS, PREFIX
+from jailhouse.domxml._xml import MAX_DOCUMENT_BYTES, NS, PREFIX, parse_document
 
 __all__ = [
     "MAX_DOCUMENT_BYTES",
@@ -63,4 +67,6 @@ __all__ = [
     "TranslationNote",
     "cell_to_domain",
     "domain_to_cell",
+    "memory_kib",
+    "parse_document",
 ]

@@ -40,9 +40,7 @@ from typing import TYPE_CHECKING, Final
 from lxml import etree
 
 from jailhouse.config.model import CellFlag, SystemConfig, load_config
-from jailhouse.domxml import cell_to_domain, domain_to_cell
-from jailhouse.domxml._to_cell import memory_kib
-from jailhouse.domxml._xml import parse_document
+from jailhouse.domxml import cell_to_domain, domain_to_cell, memory_kib, parse_document
 from jailhouse.errors import JailhouseError
 from jailhouse.hypervisor import Image
 from jailhouse.inmates import default_load_address, park_inmate
