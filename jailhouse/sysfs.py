@@ -368,12 +368,17 @@ class SysfsReader:
         Raises:
             KeyError: The file is missing.
             StatusParseError: It is not a range list.
+            DeviceError: Reading it failed with another errno (such as EACCES or EISDIR).
         """
         path = self.root / _ONLINE_CPUS
         try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
+            text = path.read_bytes().decode("ascii", errors="replace")
+        except (FileNotFoundError, NotADirectoryError):
             raise KeyError(str(path)) from None
+        except OSError as exc:
+            raise error_for_errno(
+                exc.errno or errno.EIO, op=f"read {path}", detail=exc.strerror
+            ) from exc
         try:
             return parse_cpu_list(text)
         except ValueError as exc:

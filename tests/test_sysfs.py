@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from jailhouse.errors import DeviceNotFoundError, StatusParseError
+from jailhouse.errors import DeviceError, DeviceNotFoundError, StatusParseError
 from jailhouse.sysfs import (
     CellState,
     CellStatus,
@@ -238,6 +238,23 @@ def test_cell_status_is_read_only(qemu_tree: SysfsReader) -> None:
 def test_online_cpus(qemu_tree: SysfsReader) -> None:
     """online_cpus() reads devices/system/cpu/online as a range list."""
     assert qemu_tree.online_cpus() == {0, 1, 2, 3}
+
+
+def test_online_cpus_unreadable_or_garbled(qemu_tree: SysfsReader) -> None:
+    """A garbled online file is a StatusParseError; one that cannot be read a DeviceError."""
+    online = qemu_tree.root / "devices/system/cpu/online"
+    online.write_bytes(b"0-\xff\n")
+    with pytest.raises(StatusParseError) as garbled:
+        qemu_tree.online_cpus()
+    assert garbled.value.path == str(online)
+    online.unlink()
+    online.mkdir()
+    with pytest.raises(DeviceError, match=r"read .*online") as unreadable:
+        qemu_tree.online_cpus()
+    assert unreadable.value.errno == errno.EISDIR
+    online.rmdir()
+    with pytest.raises(KeyError):
+        qemu_tree.online_cpus()
 
 
 def test_bitmap_and_list_must_agree(qemu_tree: SysfsReader) -> None:
