@@ -1,4 +1,4 @@
-"""Hypothesis strategies for every config model type.
+"""Hypothesis strategies for every config model type, and for libvirt domain XML.
 
 Every strategy draws values that fit their binary fields, so what it builds packs; and the
 cell and system strategies build only configs that parse back equal (``parse(pack(c)) ==
@@ -6,6 +6,9 @@ c``).  That excludes what the format cannot carry: names with a NUL byte or long
 31 bytes, CPUs outside the CPU set, trailing all-zero unused IOMMU slots (packed as
 zeros, dropped on parse), AMD fields on a PVU unit and PVU fields on any other, and an
 arch union that does not match the architecture.
+
+The domain strategies draw documents for the example systems (valid for a cell or not) and
+damaged copies of them; :func:`dom` and :func:`shmem` build such documents by hand.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 from typing import TypeVar
 
 from hypothesis import strategies as st
+from lxml import etree
 
 from jailhouse.config.model import (
     NAME_MAXLEN,
@@ -268,3 +272,112 @@ def mutations(draw: st.DrawFn, data: bytes) -> bytes:
     else:
         buf += draw(st.binary(min_size=1, max_size=64))
     return bytes(buf)
+
+
+# -- libvirt domain XML ----------------------------------------------------------------------
+
+LIBVIRT_ARCH = {"x86": "x86_64", "arm64": "aarch64"}
+
+
+def dom(
+    devices: str = "",
+    *,
+    name: str = "guest",
+    arch: str | None = "x86_64",
+    memory: str = "<memory unit='MiB'>2</memory>",
+    vcpu: str = "<vcpu>1</vcpu>",
+    os: str = "",
+    extra: str = "",
+) -> str:
+    """Build a small domain XML; each part can be replaced."""
+    arch_attr = f" arch='{arch}'" if arch is not None else ""
+    return (
+        f"<domain type='kvm'><name>{name}</name>{memory}{vcpu}{extra}"
+        f"<os><type{arch_attr}>hvm</type>{os}</os><devices>{devices}</devices></domain>"
+    )
+
+
+def shmem(address: str = "", model: str = "", size: str = "", extra: str = "") -> str:
+    """Build a <shmem> device from its parts."""
+    return f"<shmem name='s'>{model}{size}{extra}{address}</shmem>"
+
+
+ROOT_LINK_X86 = "<address type='pci' domain='0x0000' bus='0x01' slot='0x0e' function='0x0'/>"
+ROOT_LINK_ARM64 = "<address type='pci' domain='0x0001' bus='0x00' slot='0x00' function='0x0'/>"
+"""The PCI addresses of the root cells' ivshmem devices in the example systems."""
+
+
+UNITS = [("b", 4 << 20), ("bytes", 4 << 20), ("KB", 4000), ("k", 4096), ("KiB", 4096),
+         ("MB", 4), ("M", 4), ("MiB", 4), (None, 4096)]  # fmt: skip
+JUNK = [
+    "<disk type='file' device='disk'><source file='/d.img'/><target dev='vda'/></disk>",
+    "<interface type='network'><source network='default'/></interface>",
+    "<graphics type='vnc' port='-1'/>",
+    "<memballoon model='virtio'/>",
+    "<input type='tablet' bus='usb'/>",
+    "<controller type='usb' index='0'/>",
+]
+NAME_CHARS = st.characters(min_codepoint=0x20, max_codepoint=0x7E, exclude_characters="/<>&'\"")
+
+
+@st.composite
+def domains(draw: st.DrawFn, arch: str) -> str:
+    """Draw a libvirt domain for one of the example systems, valid or not for a cell."""
+    unit, top = draw(st.sampled_from(UNITS))
+    value = draw(st.integers(1, top))
+    unit_attr = "" if unit is None else f" unit='{unit}'"
+    count = draw(st.integers(1, 3))
+    free = [1, 2, 3]
+    pinned = draw(st.lists(st.sampled_from(free), unique=True, max_size=count))
+    pins = "".join(f"<vcpupin vcpu='{i}' cpuset='{c}'/>" for i, c in enumerate(pinned))
+    os = ""
+    if draw(st.booleans()):
+        os = "<kernel>/boot/kernel</kernel>" + draw(
+            st.sampled_from(["", "<cmdline>console=ttyS0 quiet</cmdline>", "<initrd>/i</initrd>"])
+        )
+        if arch == "arm64":
+            os += "<dtb>/boot/board.dtb</dtb>"
+    devices = draw(st.sampled_from(["", "<console type='pty'/>", "<serial type='pty'/>"]))
+    link = ROOT_LINK_X86 if arch == "x86" else ROOT_LINK_ARM64
+    devices += draw(st.sampled_from(["", shmem(link), shmem(size="<size unit='KiB'>64</size>")]))
+    devices += "".join(draw(st.lists(st.sampled_from(JUNK), max_size=3)))
+    extra = f"<cputune>{pins}</cputune>" if pins else ""
+    if draw(st.booleans()):
+        extra += f"<uuid>{draw(st.uuids())}</uuid>"
+    name = draw(st.text(NAME_CHARS, min_size=1, max_size=31))
+    return dom(
+        devices,
+        name=name,
+        arch=LIBVIRT_ARCH[arch],
+        memory=f"<memory{unit_attr}>{value}</memory>",
+        vcpu=f"<vcpu>{count}</vcpu>",
+        os=os,
+        extra=extra,
+    )
+
+
+MUTATION_TEXT = st.text(
+    st.characters(min_codepoint=0x20, max_codepoint=0x2FF, exclude_characters="\x7f"), max_size=12
+)
+
+
+@st.composite
+def mutated_domains(draw: st.DrawFn) -> bytes:
+    """Draw a generated domain with one element's text or attribute replaced, or removed."""
+    arch = draw(st.sampled_from(["x86", "arm64"]))
+    root = etree.fromstring(draw(domains(arch)).encode())
+    elements = list(root.iter())
+    target = draw(st.sampled_from(elements))
+    kind = draw(st.sampled_from(["text", "attr", "new-attr", "drop", "copy"]))
+    if kind == "text":
+        target.text = draw(MUTATION_TEXT)
+    elif kind == "attr" and target.attrib:
+        target.set(draw(st.sampled_from(sorted(target.attrib))), draw(MUTATION_TEXT))
+    elif kind == "new-attr":
+        target.set(draw(st.sampled_from(["unit", "cpuset", "current", "bus", "arch"])),
+                   draw(MUTATION_TEXT))  # fmt: skip
+    elif kind == "drop" and target.getparent() is not None:
+        target.getparent().remove(target)  # type: ignore[union-attr]
+    elif kind == "copy" and target.getparent() is not None:
+        target.getparent().append(etree.fromstring(etree.tostring(target)))  # type: ignore[union-attr]
+    return etree.tostring(root)

@@ -12,7 +12,15 @@ import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from lxml import etree
-from strategies import cell_configs
+from strategies import (
+    ROOT_LINK_ARM64,
+    ROOT_LINK_X86,
+    cell_configs,
+    dom,
+    domains,
+    mutated_domains,
+    shmem,
+)
 
 from jailhouse.config.model import (
     PAGE_SIZE,
@@ -87,25 +95,6 @@ def _arm_host() -> SystemConfig:
 X86 = _x86_host()
 ARM64 = example_system("arm64")
 SYSTEMS = {Arch.X86: X86, Arch.ARM64: ARM64, Arch.ARM: _arm_host()}
-LIBVIRT_ARCH = {"x86": "x86_64", "arm64": "aarch64"}
-
-
-def dom(
-    devices: str = "",
-    *,
-    name: str = "guest",
-    arch: str | None = "x86_64",
-    memory: str = "<memory unit='MiB'>2</memory>",
-    vcpu: str = "<vcpu>1</vcpu>",
-    os: str = "",
-    extra: str = "",
-) -> str:
-    """Build a small domain XML; each part can be replaced."""
-    arch_attr = f" arch='{arch}'" if arch is not None else ""
-    return (
-        f"<domain type='kvm'><name>{name}</name>{memory}{vcpu}{extra}"
-        f"<os><type{arch_attr}>hvm</type>{os}</os><devices>{devices}</devices></domain>"
-    )
 
 
 def to_cell(xml: str | bytes, system: SystemConfig = X86, **kwargs: object) -> DomainTranslation:
@@ -693,21 +682,13 @@ def test_non_pci_hostdev_is_a_note() -> None:
 # -- ivshmem -------------------------------------------------------------------------------------
 
 
-def _shmem(address: str = "", model: str = "", size: str = "", extra: str = "") -> str:
-    return f"<shmem name='s'>{model}{size}{extra}{address}</shmem>"
-
-
-ROOT_LINK_X86 = "<address type='pci' domain='0x0000' bus='0x01' slot='0x0e' function='0x0'/>"
-ROOT_LINK_ARM64 = "<address type='pci' domain='0x0001' bus='0x00' slot='0x00' function='0x0'/>"
-
-
 @pytest.mark.parametrize(
     ("system", "arch", "address"),
     [(X86, "x86_64", ROOT_LINK_X86), (ARM64, "aarch64", ROOT_LINK_ARM64)],
 )
 def test_shmem_joins_the_root_cells_link(system: SystemConfig, arch: str, address: str) -> None:
     """A <shmem> at the root's ivshmem address becomes peer 1 mapping the root's memory."""
-    cell = to_cell(dom(_shmem(address), arch=arch), system).config
+    cell = to_cell(dom(shmem(address), arch=arch), system).config
     root_dev = system.root_cell.pci_devices[0]
     device = cell.pci_devices[0]
     assert (device.bdf, device.domain) == (root_dev.bdf, root_dev.domain)
@@ -723,7 +704,7 @@ def test_shmem_joins_the_root_cells_link(system: SystemConfig, arch: str, addres
 def test_a_full_link_is_refused() -> None:
     """With x86-demo defined both peers of the root's link are taken."""
     demo = example_cells("x86")["x86-demo"]
-    error = error_at(dom(_shmem(ROOT_LINK_X86), vcpu="<vcpu cpuset='2'>1</vcpu>"), defined=[demo])
+    error = error_at(dom(shmem(ROOT_LINK_X86), vcpu="<vcpu cpuset='2'>1</vcpu>"), defined=[demo])
     assert error.element == "/domain/devices/shmem"
     assert "all 2 peers" in error.reason
 
@@ -733,8 +714,8 @@ def test_a_new_link_is_shared_by_two_domains() -> None:
     address = "<address type='pci' bus='0x00' slot='0x05' function='0x0'/>"
     doorbell = "<model type='ivshmem-doorbell'/><server/><msi vectors='4'/>"
     size = "<size unit='M'>1</size>"
-    first = to_cell(dom(_shmem(address, doorbell, size), name="a")).config
-    second = to_cell(dom(_shmem(address, doorbell, size), name="b"), defined=[first]).config
+    first = to_cell(dom(shmem(address, doorbell, size), name="a")).config
+    second = to_cell(dom(shmem(address, doorbell, size), name="b"), defined=[first]).config
     a, b = first.pci_devices[0], second.pci_devices[0]
     assert (a.bdf, a.shmem_dev_id, a.num_msix_vectors) == (0x28, 0, 4)
     assert (b.bdf, b.shmem_dev_id, b.num_msix_vectors) == (0x28, 1, 4)
@@ -747,10 +728,10 @@ def test_a_new_link_is_shared_by_two_domains() -> None:
 
 def test_a_new_link_without_address_takes_a_free_slot() -> None:
     """Without <address> the link gets the lowest bus-0 slot no device uses."""
-    cell = to_cell(dom(_shmem())).config
+    cell = to_cell(dom(shmem())).config
     assert cell.pci_devices[0].bdf == 0x00
     assert cell.mem_regions[1].size == 4 << 20  # libvirt's default shmem size
-    arm = to_cell(dom(_shmem(), arch="aarch64"), ARM64).config
+    arm = to_cell(dom(shmem(), arch="aarch64"), ARM64).config
     assert arm.pci_devices[0].bdf == 0x08  # 00:00.0 is the root's link
     assert arm.pci_devices[0].domain == 1
 
@@ -773,12 +754,12 @@ def test_shmem_details_that_cannot_be_honoured_are_notes() -> None:
 @pytest.mark.parametrize(
     ("devices", "element"),
     [
-        (_shmem(model="<model type='ivshmem-doorbell'/>", extra="<msi vectors='17'/>"),
+        (shmem(model="<model type='ivshmem-doorbell'/>", extra="<msi vectors='17'/>"),
          "/domain/devices/shmem/msi/@vectors"),
-        (_shmem(model="<model type='virtio'/>"), "/domain/devices/shmem/model/@type"),
+        (shmem(model="<model type='virtio'/>"), "/domain/devices/shmem/model/@type"),
         ("<shmem><size>4096</size></shmem>", "/domain/devices/shmem/@name"),
-        (_shmem(size="<size unit='M'>100</size>"), "/domain/devices/shmem"),
-        (_shmem("<address type='drive' bus='0'/>"), "/domain/devices/shmem/address/@type"),
+        (shmem(size="<size unit='M'>100</size>"), "/domain/devices/shmem"),
+        (shmem("<address type='drive' bus='0'/>"), "/domain/devices/shmem/address/@type"),
     ],
 )  # fmt: skip
 def test_bad_shmem_elements_are_errors(devices: str, element: str) -> None:
@@ -1061,7 +1042,7 @@ def test_metadata_numbers_and_flags_in_every_spelling() -> None:
         (dom(extra=meta("<jailhouse:memory-regions/>")), "/domain/memory"),
         (dom(_hostdev("0x00", "0x1f", "0x2"), extra=meta("<jailhouse:pci-devices/>")),
          "/domain/devices/hostdev"),
-        (dom(_shmem(), extra=meta("<jailhouse:pci-devices/>")), "/domain/devices"),
+        (dom(shmem(), extra=meta("<jailhouse:pci-devices/>")), "/domain/devices"),
         (dom(extra=meta(flags="VIRTUAL_CONSOLE_PERMITTED")), "/domain/devices"),
         (dom(extra=meta(flags="AARCH32"), arch="aarch64"),
          "/domain/metadata/jailhouse:cell/@flags"),
@@ -1193,54 +1174,6 @@ def test_any_cell_round_trips_byte_exactly(cell: CellConfig) -> None:
 
 # -- generated domains ---------------------------------------------------------------------------
 
-UNITS = [("b", 4 << 20), ("bytes", 4 << 20), ("KB", 4000), ("k", 4096), ("KiB", 4096),
-         ("MB", 4), ("M", 4), ("MiB", 4), (None, 4096)]  # fmt: skip
-JUNK = [
-    "<disk type='file' device='disk'><source file='/d.img'/><target dev='vda'/></disk>",
-    "<interface type='network'><source network='default'/></interface>",
-    "<graphics type='vnc' port='-1'/>",
-    "<memballoon model='virtio'/>",
-    "<input type='tablet' bus='usb'/>",
-    "<controller type='usb' index='0'/>",
-]
-NAME_CHARS = st.characters(min_codepoint=0x20, max_codepoint=0x7E, exclude_characters="/<>&'\"")
-
-
-@st.composite
-def domains(draw: st.DrawFn, arch: str) -> str:
-    """Draw a libvirt domain for one of the example systems, valid or not for a cell."""
-    unit, top = draw(st.sampled_from(UNITS))
-    value = draw(st.integers(1, top))
-    unit_attr = "" if unit is None else f" unit='{unit}'"
-    count = draw(st.integers(1, 3))
-    free = [1, 2, 3]
-    pinned = draw(st.lists(st.sampled_from(free), unique=True, max_size=count))
-    pins = "".join(f"<vcpupin vcpu='{i}' cpuset='{c}'/>" for i, c in enumerate(pinned))
-    os = ""
-    if draw(st.booleans()):
-        os = "<kernel>/boot/kernel</kernel>" + draw(
-            st.sampled_from(["", "<cmdline>console=ttyS0 quiet</cmdline>", "<initrd>/i</initrd>"])
-        )
-        if arch == "arm64":
-            os += "<dtb>/boot/board.dtb</dtb>"
-    devices = draw(st.sampled_from(["", "<console type='pty'/>", "<serial type='pty'/>"]))
-    link = ROOT_LINK_X86 if arch == "x86" else ROOT_LINK_ARM64
-    devices += draw(st.sampled_from(["", _shmem(link), _shmem(size="<size unit='KiB'>64</size>")]))
-    devices += "".join(draw(st.lists(st.sampled_from(JUNK), max_size=3)))
-    extra = f"<cputune>{pins}</cputune>" if pins else ""
-    if draw(st.booleans()):
-        extra += f"<uuid>{draw(st.uuids())}</uuid>"
-    name = draw(st.text(NAME_CHARS, min_size=1, max_size=31))
-    return dom(
-        devices,
-        name=name,
-        arch=LIBVIRT_ARCH[arch],
-        memory=f"<memory{unit_attr}>{value}</memory>",
-        vcpu=f"<vcpu>{count}</vcpu>",
-        os=os,
-        extra=extra,
-    )
-
 
 @settings(suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(["x86", "arm64"]).flatmap(lambda a: st.tuples(st.just(a), domains(a))))
@@ -1273,33 +1206,6 @@ def test_generated_domains_translate_and_keep_their_meaning(case: tuple[str, str
     again = to_cell(cell_to_domain(cell, boot=result.boot, uuid=result.uuid), system)
     assert again.config.to_bytes() == cell.to_bytes()
     assert (again.boot, again.uuid, again.notes) == (result.boot, result.uuid, ())
-
-
-MUTATION_TEXT = st.text(
-    st.characters(min_codepoint=0x20, max_codepoint=0x2FF, exclude_characters="\x7f"), max_size=12
-)
-
-
-@st.composite
-def mutated_domains(draw: st.DrawFn) -> bytes:
-    """Draw a generated domain with one element's text or attribute replaced, or removed."""
-    arch = draw(st.sampled_from(["x86", "arm64"]))
-    root = etree.fromstring(draw(domains(arch)).encode())
-    elements = list(root.iter())
-    target = draw(st.sampled_from(elements))
-    kind = draw(st.sampled_from(["text", "attr", "new-attr", "drop", "copy"]))
-    if kind == "text":
-        target.text = draw(MUTATION_TEXT)
-    elif kind == "attr" and target.attrib:
-        target.set(draw(st.sampled_from(sorted(target.attrib))), draw(MUTATION_TEXT))
-    elif kind == "new-attr":
-        target.set(draw(st.sampled_from(["unit", "cpuset", "current", "bus", "arch"])),
-                   draw(MUTATION_TEXT))  # fmt: skip
-    elif kind == "drop" and target.getparent() is not None:
-        target.getparent().remove(target)  # type: ignore[union-attr]
-    elif kind == "copy" and target.getparent() is not None:
-        target.getparent().append(etree.fromstring(etree.tostring(target)))  # type: ignore[union-attr]
-    return etree.tostring(root)
 
 
 @settings(suppress_health_check=[HealthCheck.too_slow])
