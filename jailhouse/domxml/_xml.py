@@ -221,13 +221,11 @@ def _step(el: etree._Element) -> str:
     parent = el.getparent()
     if parent is None:
         return name
-    tag = el.tag
     same = position = 0
-    for sibling in parent:  # comments and processing instructions have no str tag
-        if sibling.tag == tag:
-            same += 1
-            if sibling is el:  # lxml hands out one proxy per node while it lives
-                position = same
+    for sibling in parent.iterchildren(el.tag):  # libxml2 matches the tag
+        same += 1
+        if sibling is el:  # lxml hands out one proxy per node while it lives
+            position = same
     return name if same == 1 else f"{name}[{position}]"
 
 
