@@ -34,6 +34,7 @@ from jailhouse.domxml._xml import (
     MAX_CELL_CPU,
     attr_path,
     children,
+    forget_paths,
     parse_cpuset,
     parse_decimal,
     parse_document,
@@ -169,8 +170,11 @@ def domain_to_cell(
         TranslationError: The XML is not a domain, asks for something a cell cannot have,
             or (strict) has anything that would be a note; the error names the element.
     """
-    root = parse_document(xml)
-    result = _Translator(root, system, tuple(defined), pool).run()
+    try:
+        root = parse_document(xml)
+        result = _Translator(root, system, tuple(defined), pool).run()
+    finally:
+        forget_paths()  # the document's elements go with it
     if strict and result.notes:
         note = result.notes[0]
         raise TranslationError(note.element, note.value, f"{note.reason} (strict mode)")

@@ -216,17 +216,60 @@ def _tag_text(el: etree._Element) -> str:
     return text
 
 
+_STEP_CACHE_SIZE: Final = 64
+_step_cache: tuple[tuple[etree._Element, dict[etree._Element, str]], ...] = ()
+"""The XPath steps of the children of the last few parents, most recently used first.
+
+A document with thousands of same-tag siblings (vCPU pins, consoles) gets a path for
+each; numbering a parent's children once keeps that linear where counting the siblings
+of each one was quadratic.  An entry holds the parent and each element child's step (a
+child not found there is numbered again; the translator never changes the tree it reads).
+The tuple is replaced whole, so threads never see it half made; :func:`forget_paths`
+empties it when a translation is over.
+"""
+
+
+def _child_steps(parent: etree._Element) -> dict[etree._Element, str]:
+    """Return the step of each element child of ``parent``, in document order."""
+    global _step_cache  # noqa: PLW0603 - one tuple swapped whole
+    cache = _step_cache
+    for index, entry in enumerate(cache):
+        if entry[0] is parent:
+            if index:  # the most recently used first: ancestors stay while leaves pass
+                _step_cache = (entry, *cache[:index], *cache[index + 1 :])
+            return entry[1]
+    kids = list(children(parent))
+    total: dict[object, int] = {}
+    for kid in kids:
+        total[kid.tag] = total.get(kid.tag, 0) + 1
+    seen: dict[object, int] = {}
+    steps = {}
+    for kid in kids:
+        tag = kid.tag
+        if total[tag] == 1:
+            steps[kid] = _tag_text(kid)
+        else:
+            seen[tag] = position = seen.get(tag, 0) + 1
+            steps[kid] = f"{_tag_text(kid)}[{position}]"
+    _step_cache = ((parent, steps), *cache[: _STEP_CACHE_SIZE - 1])
+    return steps
+
+
+def forget_paths() -> None:
+    """Drop the numbered children kept by :func:`path_of` (and the elements they hold)."""
+    global _step_cache  # noqa: PLW0603 - one tuple swapped whole
+    _step_cache = ()
+
+
 def _step(el: etree._Element) -> str:
-    name = _tag_text(el)
     parent = el.getparent()
     if parent is None:
-        return name
-    same = position = 0
-    for sibling in parent.iterchildren(el.tag):  # libxml2 matches the tag
-        same += 1
-        if sibling is el:  # lxml hands out one proxy per node while it lives
-            position = same
-    return name if same == 1 else f"{name}[{position}]"
+        return _tag_text(el)
+    step = _child_steps(parent).get(el)
+    if step is None:  # the tree changed since its children were numbered
+        forget_paths()
+        step = _child_steps(parent)[el]
+    return step
 
 
 def path_of(el: etree._Element) -> str:
@@ -242,25 +285,12 @@ def path_of(el: etree._Element) -> str:
 def child_paths(parent: etree._Element, parent_path: str) -> Iterator[tuple[etree._Element, str]]:
     """Yield the element children of ``parent`` with their XPaths, as :func:`path_of` gives them.
 
-    One pass over the children numbers them all, where :func:`path_of` on each child
-    would pass over its siblings again.
-
     Args:
         parent: The element.
         parent_path: Its XPath (``path_of(parent)``).
     """
-    kids = list(children(parent))
-    total: dict[object, int] = {}
-    for kid in kids:
-        total[kid.tag] = total.get(kid.tag, 0) + 1
-    seen: dict[object, int] = {}
-    for kid in kids:
-        tag = kid.tag
-        if total[tag] == 1:
-            yield kid, f"{parent_path}/{_tag_text(kid)}"
-        else:
-            seen[tag] = position = seen.get(tag, 0) + 1
-            yield kid, f"{parent_path}/{_tag_text(kid)}[{position}]"
+    for kid, step in _child_steps(parent).items():
+        yield kid, f"{parent_path}/{step}"
 
 
 def attr_path(el: etree._Element, name: str) -> str:
