@@ -46,6 +46,7 @@ from jailhouse.domxml import (
     DomainTranslation,
     cell_to_domain,
     domain_to_cell,
+    memory_kib,
 )
 from jailhouse.domxml._xml import LIBVIRT_MAX_CPU, MAX_CELL_CPU, parse_cpuset, scaled_bytes
 from jailhouse.errors import TranslationError
@@ -311,12 +312,23 @@ def test_unknown_units_name_the_attribute(unit: str) -> None:
     assert error.value == unit
 
 
-@pytest.mark.parametrize("text", ["-1", "1.5", " 64 ", "0x10", "abc", ""])
+@pytest.mark.parametrize("text", ["-1", "1.5", " 64 ", "64\n", "0x10", "abc", "", "+", " ", "++1"])
 def test_memory_values_are_plain_decimals(text: str) -> None:
-    """Signs, fractions, spaces and hex are refused, as libvirt refuses them."""
+    """A minus, fractions, trailing spaces and hex are refused, as libvirt refuses them."""
     error = error_at(dom(memory=f"<memory>{text}</memory>"))
     assert error.element == "/domain/memory"
     assert error.value == text
+
+
+@pytest.mark.parametrize("text", [" 2048", "+2048", "\t\n+2048", "002048"])
+def test_numbers_libvirt_reads_with_strtoul_are_read(text: str) -> None:
+    """Leading white space and a plus sign, which libvirt's strtoul skips, are accepted."""
+    link = ROOT_LINK_X86.replace("bus='0x01'", "bus=' +0x01'").replace("slot='", "slot='\t")
+    xml = dom(shmem(link), memory=f"<memory>{text}</memory>", vcpu="<vcpu> +1</vcpu>")
+    result = to_cell(xml)
+    assert memory_kib(result.config.mem_regions) == 2048
+    assert len(result.config.cpus) == 1
+    assert [d.bdf for d in result.config.pci_devices] == [1 << 8 | 0x0E << 3]
 
 
 def test_memory_beyond_libvirts_limit_is_refused() -> None:
@@ -525,6 +537,21 @@ def test_tiny_arm_linux_cell_is_refused() -> None:
     assert error.element == "/domain/memory"
 
 
+def test_arm_ram_that_would_cover_the_uart_page_says_how_much_fits() -> None:
+    """An inmate's RAM from guest 0 may not reach the UART page mapped 1:1 at 0x9000000."""
+    console = "<console type='pty'/>"
+    fits = dom(console, arch="aarch64", memory="<memory unit='MiB'>144</memory>")
+    assert errors_of(ARM64, to_cell(fits, ARM64).config) == []
+    error = error_at(fits.replace(">144<", ">145<"), ARM64)
+    assert error.element == "/domain/memory"
+    assert error.value == "148480 KiB"
+    assert "a device page it maps 1:1 at 0x9000000" in error.reason
+    assert "at most 147456 KiB fit" in error.reason
+    linux = "<kernel>/Image</kernel><dtb>/x.dtb</dtb>"
+    big_linux = dom(console, arch="aarch64", memory="<memory unit='MiB'>145</memory>", os=linux)
+    assert errors_of(ARM64, to_cell(big_linux, ARM64).config) == []
+
+
 def test_memory_of_defined_cells_is_avoided() -> None:
     """With the example cells defined only the 1 MiB hole between them is left in the pool."""
     cells = [c.replace(cpus=frozenset()) for c in example_cells("x86").values()]
@@ -534,7 +561,7 @@ def test_memory_of_defined_cells_is_avoided() -> None:
     error = error_at(dom(memory="<memory unit='MiB'>2</memory>"), defined=cells)
     assert error.element == "/domain/memory"
     assert error.value == "2"
-    assert "largest free block is 1024 KiB" in error.reason
+    assert "largest free block is 1024 KiB; lower <memory>, pass pool=" in error.reason
 
 
 def test_an_explicit_pool_is_used_as_given() -> None:

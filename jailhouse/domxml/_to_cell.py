@@ -85,6 +85,7 @@ _UUID: Final = re.compile(r"[0-9a-fA-F]{32}")
 _LIBVIRT_ARCHES: Final = {"x86_64": Arch.X86, "aarch64": Arch.ARM64, "armv7l": Arch.ARM}
 
 _RWX: Final = MemFlag.READ | MemFlag.WRITE | MemFlag.EXECUTE
+_RAM: Final = "the cell's RAM"
 _RAM_FLAGS: Final = _RWX | MemFlag.DMA | MemFlag.LOADABLE
 _VCON: Final = CellFlag.VIRTUAL_CONSOLE_PERMITTED | CellFlag.VIRTUAL_CONSOLE_ACTIVE
 
@@ -894,7 +895,7 @@ class _Translator:
 
         memory = pool_for(self.system, self.defined, self.pool_arg)
         size = memory_size[1]
-        base = self._allocate(memory, size, self.root.find("memory"), "the cell's RAM")
+        base = self._allocate(memory, size, self.root.find("memory"), _RAM)
         if explicit_pci is None:
             self._shmem_devices(shmems, memory, built)
             self._hostdevs(hostdevs, built, note_memory=True)
@@ -912,7 +913,8 @@ class _Translator:
                 None if where is None else where.get("name", text_of(where)),
                 f"no room for {what} ({size // 1024} KiB) in the inmate pool, "
                 f"{memory.source}: the largest free block is {memory.largest() // 1024} KiB; "
-                "pass pool= or give <jailhouse:memory-regions>",
+                f"{'lower <memory>, ' if what == _RAM else ''}pass pool= or give "
+                "<jailhouse:memory-regions>",
             )
         return start
 
@@ -922,6 +924,8 @@ class _Translator:
         where = "/domain/memory"
         comm = MemoryRegion(0, COMM_REGION_VIRT.get(arch, 0x80000000), PAGE_SIZE,
                             MemFlag.READ | MemFlag.WRITE | MemFlag.COMM_REGION)  # fmt: skip
+        others = [r for r in built.regions if r.size]
+        first = len(built.regions)
         if arch == Arch.X86:
             low = min(size, _X86_LOW_RAM)
             built.regions.append(MemoryRegion(base, 0, low, _RAM_FLAGS))
@@ -930,6 +934,7 @@ class _Translator:
                 built.regions.append(
                     MemoryRegion(base + low, _X86_HIGH_RAM_VIRT, size - low, _RAM_FLAGS)
                 )
+            _check_guest_room(built.regions[first:], [*others, comm], size, hint="")
             return
         if boot.is_linux:
             if size <= _ARM_LOADER_RAM:
@@ -947,6 +952,8 @@ class _Translator:
         else:
             built.regions.append(MemoryRegion(base, 0, size, _RAM_FLAGS))
         built.regions.append(comm)
+        hint = "" if boot.is_linux else ", or boot a Linux <kernel> (its RAM is mapped 1:1)"
+        _check_guest_room(built.regions[first:], [*others, comm], size, hint=hint)
 
     def _console_region(self, console: Console, built: _Built) -> None:
         if console.type == ConsoleType.NONE or ConsoleFlag.ACCESS_MMIO not in console.flags:
@@ -1031,7 +1038,9 @@ class _Translator:
                 raise TranslationError(
                     where,
                     text,
-                    f"not a PCI device of the system config (the root cell has {known or 'none'})",
+                    "not a PCI device of the system config; the root cell can give "
+                    + (known or "no physical PCI device")
+                    + ": pick one of them or remove the <hostdev>",
                 )
             if device.type == PciType.IVSHMEM:
                 raise TranslationError(
@@ -1361,6 +1370,38 @@ class _Translator:
                     f"the translated cell does not pass the config checks: {finding}",
                 )
             self.note(self.meta.element, f"the cell breaks a config rule: {finding}")
+
+
+def _check_guest_room(
+    placed: Sequence[MemoryRegion], others: Sequence[MemoryRegion], size: int, *, hint: str
+) -> None:
+    """Refuse RAM laid out over another region's guest addresses, saying how much fits.
+
+    Raises:
+        TranslationError: At ``/domain/memory``, naming the region in the way and the
+            largest ``<memory>`` that fits.
+    """
+    for ram in placed:
+        if not is_ram(ram):
+            continue
+        for other in others:
+            if other.virt_start < ram.virt_end and ram.virt_start < other.virt_end:
+                overflow = ram.virt_end - max(other.virt_start, ram.virt_start)
+                fits = max(size - overflow, 0) // 1024
+                what = (
+                    "the comm region"
+                    if other.is_comm_region
+                    else "a device page it maps 1:1"
+                    if MemFlag.IO in other.flags
+                    else "a shared-memory region it maps 1:1"
+                )
+                raise TranslationError(
+                    "/domain/memory",
+                    f"{size // 1024} KiB",
+                    f"the cell's RAM at guest {ram.virt_start:#x}-{ram.virt_end - 1:#x} would "
+                    f"cover {what} at {other.virt_start:#x}; at most {fits} KiB fit: lower "
+                    f"<memory>{hint}",
+                )
 
 
 def _bdf_text(domain: int, bdf: int) -> str:
