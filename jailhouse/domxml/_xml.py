@@ -50,6 +50,9 @@ LLONG_MAX: Final = (1 << 63) - 1
 _XML_DECLARATION: Final = re.compile(r"\A\ufeff?\s*<\?xml[^>]*\?>")
 _DOCTYPE: Final = re.compile(r"<!DOCTYPE[^>\[]*")
 _DECIMAL: Final = re.compile(r"[0-9]+")
+_C_DECIMAL: Final = re.compile(r"[ \t\n\v\f\r]*\+?([0-9]+)")
+"""What ``strtoul`` in base 10 reads whole, as libvirt's number parsers take it."""
+_C_SPACE_AND_SIGN: Final = re.compile(r"[ \t\n\v\f\r]*\+?")
 _HEX_OR_DECIMAL: Final = re.compile(r"0[xX][0-9a-fA-F]+|[0-9]+")
 _C_INTEGER: Final = re.compile(r"0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*")
 _UNIT_POWERS: Final = {"k": 1, "m": 2, "g": 3, "t": 4, "p": 5, "e": 6}
@@ -119,6 +122,8 @@ def parse_document(xml: str | bytes) -> etree._Element:
     except (etree.XMLSyntaxError, ValueError, UnicodeError) as exc:
         # libxml2's text spans lines ("out of allowed range\n, line 1"): make it one
         detail = " ".join(str(exc).split()).replace(" ,", ",")
+        # libxml2's advice for deep documents names a flag no caller of ours can set
+        detail = detail.replace(", use XML_PARSE_HUGE option", " (the most libxml2 reads)")
         raise TranslationError("/", None, f"not well-formed XML: {detail}") from exc
     if root is None:
         raise TranslationError("/", None, "the document is empty")
@@ -342,14 +347,18 @@ def _significant(digits: str, text: str, where: str) -> str:
 
 
 def parse_decimal(text: str, where: str, *, limit: int | None = None) -> int:
-    """Parse an unsigned decimal the way libvirt does: digits only, no sign or spaces.
+    """Parse an unsigned decimal the way libvirt does (C ``strtoul``, the whole text).
+
+    Leading white space and a ``+`` are allowed; a ``-``, anything after the digits
+    (trailing spaces too) and other bases are not.
 
     Raises:
         TranslationError: Not such a number, or above ``limit``.
     """
-    if not _DECIMAL.fullmatch(text):
+    match = _C_DECIMAL.fullmatch(text)
+    if match is None:
         raise TranslationError(where, text, "expected an unsigned decimal number")
-    value = int(_significant(text, text, where))
+    value = int(_significant(match.group(1), text, where))
     if limit is not None and value > limit:
         raise TranslationError(where, text, f"must be at most {limit}")
     return value
@@ -358,17 +367,21 @@ def parse_decimal(text: str, where: str, *, limit: int | None = None) -> int:
 def parse_pci_number(text: str, where: str, *, limit: int) -> int:
     """Parse a PCI address number as libvirt does (C ``strtoul`` base 0: hex, octal, decimal).
 
+    Leading white space and a ``+`` are allowed, as ``strtoul`` skips them.
+
     Raises:
         TranslationError: Not such a number, or above ``limit``.
     """
-    if not _C_INTEGER.fullmatch(text):
+    lead = _C_SPACE_AND_SIGN.match(text)  # always matches, maybe nothing
+    digits = text[lead.end() :] if lead else text
+    if not _C_INTEGER.fullmatch(digits):
         raise TranslationError(where, text, "expected a number such as 0x1f")
-    if text[:2].lower() == "0x":
-        value = int(_significant(text[2:], text, where), 16)
-    elif len(text) > 1 and text[0] == "0":
-        value = int(_significant(text, text, where), 8)
+    if digits[:2].lower() == "0x":
+        value = int(_significant(digits[2:], text, where), 16)
+    elif len(digits) > 1 and digits[0] == "0":
+        value = int(_significant(digits, text, where), 8)
     else:
-        value = int(_significant(text, text, where))
+        value = int(_significant(digits, text, where))
     if value > limit:
         raise TranslationError(where, text, f"must be at most {limit:#x}")
     return value
