@@ -32,6 +32,8 @@ from jailhouse.domxml._placement import MemoryPool, is_ram, pool_for
 from jailhouse.domxml._types import BootSpec, DomainTranslation, TranslationNote
 from jailhouse.domxml._xml import (
     MAX_CELL_CPU,
+    Where,
+    XPath,
     attr_path,
     children,
     forget_paths,
@@ -427,6 +429,7 @@ class _Translator:
 
     def _name(self) -> str:
         el = self.root.find("name")
+        where: Where
         if self.meta.name is not None:
             name = self.meta.name
             where = self.meta.path("name")
@@ -434,7 +437,7 @@ class _Translator:
             if el is None:
                 raise TranslationError("/domain/name", None, "a domain needs a <name>")
             name = text_of(el)
-            where = path_of(el)
+            where = XPath(el)
             raw = name.encode("utf-8", "surrogatepass")
             if not name:
                 raise TranslationError(where, name, "the cell name must not be empty")
@@ -500,7 +503,7 @@ class _Translator:
         name = type_el.get("arch")
         if name is None:
             return CellFlag(0)
-        where = attr_path(type_el, "arch")
+        where = XPath(type_el, "arch")
         if system_arch == Arch.ARM64 and name == "armv7l":
             return CellFlag.AARCH32
         if system_arch == Arch.X86 and name == "i686":
@@ -575,7 +578,7 @@ class _Translator:
         count = 1
         cpuset: frozenset[int] | None = None
         if vcpu is not None:
-            where = path_of(vcpu)
+            where = XPath(vcpu)
             count = parse_decimal(text_of(vcpu), where, limit=MAX_VCPUS)
             if count == 0:
                 raise TranslationError(where, "0", "a domain needs at least one vCPU")
@@ -593,7 +596,7 @@ class _Translator:
                 )
             current = vcpu.get("current")
             if current is not None:
-                n = parse_decimal(current, attr_path(vcpu, "current"), limit=MAX_VCPUS)
+                n = parse_decimal(current, XPath(vcpu, "current"), limit=MAX_VCPUS)
                 if n != count:
                     raise TranslationError(
                         attr_path(vcpu, "current"),
@@ -603,7 +606,7 @@ class _Translator:
                     )
             text = vcpu.get("cpuset")
             if text is not None:
-                cpuset = parse_cpuset(text, attr_path(vcpu, "cpuset"))
+                cpuset = parse_cpuset(text, XPath(vcpu, "cpuset"))
         self._vcpus_element(count)
         pins = self._pins(count)
 
@@ -636,8 +639,8 @@ class _Translator:
             cpuset_text = el.get("cpuset")
             if vcpu_text is None or cpuset_text is None:
                 raise TranslationError(path_of(el), None, "<vcpupin> needs vcpu and cpuset")
-            vcpu = parse_decimal(vcpu_text, attr_path(el, "vcpu"))
-            host = parse_cpuset(cpuset_text, attr_path(el, "cpuset"))
+            vcpu = parse_decimal(vcpu_text, XPath(el, "vcpu"))
+            host = parse_cpuset(cpuset_text, XPath(el, "cpuset"))
             if vcpu >= count:
                 self.note(el, f"the domain has only {count} vCPU(s); the pin is ignored", vcpu)
                 continue
@@ -698,7 +701,7 @@ class _Translator:
         x86 = self.system.arch == Arch.X86
         chosen: set[int] = set()
         for _, (cpu, el) in sorted(pins.items()):
-            where = attr_path(el, "cpuset")
+            where = XPath(el, "cpuset")
             if cpu not in root:
                 raise TranslationError(
                     where,
@@ -841,8 +844,8 @@ class _Translator:
             size = scaled_bytes(
                 memory,
                 cell.get("unit"),
-                where=attr_path(cell, "memory"),
-                unit_where=attr_path(cell, "unit"),
+                where=XPath(cell, "memory"),
+                unit_where=XPath(cell, "unit"),
                 default_unit=1024,
             )
             total += -(-size // 1024)
@@ -1001,11 +1004,10 @@ class _Translator:
         kind = el.get("type")
         if kind not in (None, "pci"):
             raise TranslationError(attr_path(el, "type"), kind, "expected a PCI address")
-        path = path_of(el)  # once for the four attributes (attr_path would walk up four times)
-        domain = parse_pci_number(el.get("domain", "0"), f"{path}/@domain", limit=0xFFFF)
-        bus = parse_pci_number(el.get("bus", "0"), f"{path}/@bus", limit=0xFF)
-        slot = parse_pci_number(el.get("slot", "0"), f"{path}/@slot", limit=0x1F)
-        function = parse_pci_number(el.get("function", "0"), f"{path}/@function", limit=7)
+        domain = parse_pci_number(el.get("domain", "0"), XPath(el, "domain"), limit=0xFFFF)
+        bus = parse_pci_number(el.get("bus", "0"), XPath(el, "bus"), limit=0xFF)
+        slot = parse_pci_number(el.get("slot", "0"), XPath(el, "slot"), limit=0x1F)
+        function = parse_pci_number(el.get("function", "0"), XPath(el, "function"), limit=7)
         return domain, bus << 8 | slot << 3 | function
 
     def _hostdevs(
@@ -1093,7 +1095,7 @@ class _Translator:
             msi = el.find("msi")
             if msi is not None:
                 if msi.get("vectors") is not None:
-                    vectors = parse_decimal(msi.get("vectors", ""), attr_path(msi, "vectors"))
+                    vectors = parse_decimal(msi.get("vectors", ""), XPath(msi, "vectors"))
                 if msi.get("ioeventfd") is not None:
                     self.note(msi, "no ioeventfd: no host process", attr="ioeventfd")
             server = el.find("server")

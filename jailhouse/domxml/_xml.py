@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import codecs
 import re
-from typing import TYPE_CHECKING, Final
+import threading
+from typing import TYPE_CHECKING, Final, TypeAlias
 
 from lxml import etree
 
@@ -222,48 +223,53 @@ def _tag_text(el: etree._Element) -> str:
 
 
 _STEP_CACHE_SIZE: Final = 64
-_step_cache: tuple[tuple[etree._Element, dict[etree._Element, str]], ...] = ()
-"""The XPath steps of the children of the last few parents, most recently used first.
 
-A document with thousands of same-tag siblings (vCPU pins, consoles) gets a path for
-each; numbering a parent's children once keeps that linear where counting the siblings
-of each one was quadratic.  An entry holds the parent and each element child's step (a
-child not found there is numbered again; the translator never changes the tree it reads).
-The tuple is replaced whole, so threads never see it half made; :func:`forget_paths`
-empties it when a translation is over.
-"""
+
+class _StepCache(threading.local):
+    """The XPath steps of the children of the last few parents, per thread.
+
+    A document with thousands of same-tag siblings (vCPU pins, consoles) gets a path for
+    each; numbering a parent's children once keeps that linear where counting the siblings
+    of each one was quadratic.  ``steps`` maps a parent to each element child's step, least
+    recently used first, so ancestors stay while leaves pass through; a child not found is
+    numbered again (the translator never changes the tree it reads).
+    :func:`forget_paths` empties it when a translation is over.
+    """
+
+    def __init__(self) -> None:
+        self.steps: dict[etree._Element, dict[etree._Element, str]] = {}
+
+
+_step_cache = _StepCache()
 
 
 def _child_steps(parent: etree._Element) -> dict[etree._Element, str]:
     """Return the step of each element child of ``parent``, in document order."""
-    global _step_cache  # noqa: PLW0603 - one tuple swapped whole
-    cache = _step_cache
-    for index, entry in enumerate(cache):
-        if entry[0] is parent:
-            if index:  # the most recently used first: ancestors stay while leaves pass
-                _step_cache = (entry, *cache[:index], *cache[index + 1 :])
-            return entry[1]
-    kids = list(children(parent))
-    total: dict[object, int] = {}
-    for kid in kids:
-        total[kid.tag] = total.get(kid.tag, 0) + 1
-    seen: dict[object, int] = {}
-    steps = {}
-    for kid in kids:
-        tag = kid.tag
-        if total[tag] == 1:
-            steps[kid] = _tag_text(kid)
-        else:
-            seen[tag] = position = seen.get(tag, 0) + 1
-            steps[kid] = f"{_tag_text(kid)}[{position}]"
-    _step_cache = ((parent, steps), *cache[: _STEP_CACHE_SIZE - 1])
+    cache = _step_cache.steps
+    steps = cache.pop(parent, None)
+    if steps is None:
+        kids = list(children(parent))
+        total: dict[object, int] = {}
+        for kid in kids:
+            total[kid.tag] = total.get(kid.tag, 0) + 1
+        seen: dict[object, int] = {}
+        steps = {}
+        for kid in kids:
+            tag = kid.tag
+            if total[tag] == 1:
+                steps[kid] = _tag_text(kid)
+            else:
+                seen[tag] = position = seen.get(tag, 0) + 1
+                steps[kid] = f"{_tag_text(kid)}[{position}]"
+        if len(cache) >= _STEP_CACHE_SIZE:
+            del cache[next(iter(cache))]  # the least recently used
+    cache[parent] = steps  # (again) the most recently used
     return steps
 
 
 def forget_paths() -> None:
     """Drop the numbered children kept by :func:`path_of` (and the elements they hold)."""
-    global _step_cache  # noqa: PLW0603 - one tuple swapped whole
-    _step_cache = ()
+    _step_cache.steps.clear()
 
 
 def _step(el: etree._Element) -> str:
@@ -298,6 +304,33 @@ def child_paths(parent: etree._Element, parent_path: str) -> Iterator[tuple[etre
         yield kid, f"{parent_path}/{step}"
 
 
+class XPath:
+    """The XPath of an element or of one of its attributes, worked out when first needed.
+
+    Parsers take it as their ``where`` and turn it into text only to raise (or to name
+    something): most values are fine, and their paths are never built.
+    """
+
+    __slots__ = ("_attr", "_el", "_text")
+
+    def __init__(self, el: etree._Element, attr: str | None = None) -> None:
+        """Point at ``el``, or at its attribute ``attr``."""
+        self._el = el
+        self._attr = attr
+        self._text: str | None = None
+
+    def __str__(self) -> str:
+        """Return the path, as :func:`path_of` or :func:`attr_path` give it."""
+        if self._text is None:
+            path = path_of(self._el)
+            self._text = path if self._attr is None else f"{path}/@{self._attr}"
+        return self._text
+
+
+Where: TypeAlias = "str | XPath"
+"""Where a value comes from: an XPath, or an :class:`XPath` to work out on demand."""
+
+
 def attr_path(el: etree._Element, name: str) -> str:
     """Return the XPath of an attribute, such as ``/domain/vcpu/@cpuset``."""
     return f"{path_of(el)}/@{name}"
@@ -308,7 +341,7 @@ def text_of(el: etree._Element) -> str:
     return el.text or ""
 
 
-def parse_int(text: str, where: str, *, limit: int | None = None) -> int:
+def parse_int(text: str, where: Where, *, limit: int | None = None) -> int:
     """Parse an unsigned integer written in decimal or ``0x`` hex (our metadata).
 
     Raises:
@@ -325,7 +358,7 @@ def parse_int(text: str, where: str, *, limit: int | None = None) -> int:
     return value
 
 
-def _significant(digits: str, text: str, where: str) -> str:
+def _significant(digits: str, text: str, where: Where) -> str:
     """Return ``digits`` without leading zeros, refusing more than :data:`MAX_DIGITS`.
 
     Args:
@@ -346,7 +379,7 @@ def _significant(digits: str, text: str, where: str) -> str:
     return significant
 
 
-def parse_decimal(text: str, where: str, *, limit: int | None = None) -> int:
+def parse_decimal(text: str, where: Where, *, limit: int | None = None) -> int:
     """Parse an unsigned decimal the way libvirt does (C ``strtoul``, the whole text).
 
     Leading white space and a ``+`` are allowed; a ``-``, anything after the digits
@@ -364,7 +397,7 @@ def parse_decimal(text: str, where: str, *, limit: int | None = None) -> int:
     return value
 
 
-def parse_pci_number(text: str, where: str, *, limit: int) -> int:
+def parse_pci_number(text: str, where: Where, *, limit: int) -> int:
     """Parse a PCI address number as libvirt does (C ``strtoul`` base 0: hex, octal, decimal).
 
     Leading white space and a ``+`` are allowed, as ``strtoul`` skips them.
@@ -387,7 +420,7 @@ def parse_pci_number(text: str, where: str, *, limit: int) -> int:
     return value
 
 
-def scale_of(unit: str | None, default: int, where: str) -> int:
+def scale_of(unit: str | None, default: int, where: Where) -> int:
     """Return the byte factor of a libvirt unit suffix (``virScaleInteger``).
 
     ``b``/``byte``/``bytes`` are bytes; ``k``, ``M``, ``G``... alone or followed by ``iB``
@@ -432,14 +465,14 @@ def parse_scaled(el: etree._Element, *, default_unit: int) -> int:
     return scaled_bytes(
         text_of(el),
         el.get("unit"),
-        where=path_of(el),
-        unit_where=attr_path(el, "unit"),
+        where=XPath(el),
+        unit_where=XPath(el, "unit"),
         default_unit=default_unit,
     )
 
 
 def scaled_bytes(
-    text: str, unit: str | None, *, where: str, unit_where: str, default_unit: int
+    text: str, unit: str | None, *, where: Where, unit_where: Where, default_unit: int
 ) -> int:
     """Parse a number and a libvirt unit into bytes (see :func:`parse_scaled`).
 
@@ -453,7 +486,7 @@ def scaled_bytes(
     return size
 
 
-def parse_cpuset(text: str, where: str, *, limit: int = LIBVIRT_MAX_CPU) -> frozenset[int]:
+def parse_cpuset(text: str, where: Where, *, limit: int = LIBVIRT_MAX_CPU) -> frozenset[int]:
     """Parse a libvirt cpuset (``0-3,^2,8``): ranges and exclusions, applied left to right.
 
     Each CPU ends up as the last item naming it says (``^1,0-3`` includes 1, ``0-3,^1`` does
@@ -509,7 +542,7 @@ def parse_cpuset(text: str, where: str, *, limit: int = LIBVIRT_MAX_CPU) -> froz
     return frozenset(cpus)
 
 
-def _cpu_number(digits: str, text: str, where: str, limit: int) -> int:
+def _cpu_number(digits: str, text: str, where: Where, limit: int) -> int:
     """Return a CPU number of a cpuset, refusing one above ``limit``."""
     significant = digits.lstrip("0") or "0"
     if len(significant) > len(str(limit)) or int(significant) > limit:
