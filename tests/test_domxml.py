@@ -544,12 +544,34 @@ def test_arm_ram_that_would_cover_the_uart_page_says_how_much_fits() -> None:
     assert errors_of(ARM64, to_cell(fits, ARM64).config) == []
     error = error_at(fits.replace(">144<", ">145<"), ARM64)
     assert error.element == "/domain/memory"
-    assert error.value == "148480 KiB"
-    assert "a device page it maps 1:1 at 0x9000000" in error.reason
-    assert "at most 147456 KiB fit" in error.reason
+    assert error.value == "145"
+    assert "a device page the cell maps 1:1 at 0x9000000" in error.reason
+    assert "at most 147456 KiB fit: lower <memory>" in error.reason
     linux = "<kernel>/Image</kernel><dtb>/x.dtb</dtb>"
     big_linux = dom(console, arch="aarch64", memory="<memory unit='MiB'>145</memory>", os=linux)
     assert errors_of(ARM64, to_cell(big_linux, ARM64).config) == []
+
+
+@pytest.mark.parametrize(
+    ("xml", "system", "pool", "covered"),
+    [
+        # a Linux cell's RAM is mapped 1:1: from a pool across 0x80000000 it covers the comm region
+        (dom(arch="aarch64", memory="<memory unit='MiB'>64</memory>",
+             os="<kernel>/Image</kernel><dtb>/x.dtb</dtb>"),
+         ARM64, [(0x7FF00000, 0x10000000)], "the comm region at 0x80000000"),
+        # an ivshmem region mapped 1:1 from a pool at 0 lands on the x86 layout's guest range
+        (dom(shmem(size="<size unit='KiB'>64</size>"), memory="<memory>1024</memory>"),
+         X86, [(0, 0x4000000)], "a shared-memory region the cell maps 1:1 at 0x100000"),
+    ],
+)  # fmt: skip
+def test_a_layout_clash_from_the_pool_asks_for_another_pool(
+    xml: str, system: SystemConfig, pool: list[tuple[int, int]], covered: str
+) -> None:
+    """Where no smaller <memory> would help, the error says what is covered and asks for pool=."""
+    error = error_at(xml, system, pool=pool)
+    assert error.element == "/domain/memory"
+    assert covered in error.reason
+    assert error.reason.endswith("pass pool= to place the cell's memory elsewhere")
 
 
 def test_memory_of_defined_cells_is_avoided() -> None:

@@ -927,17 +927,16 @@ class _Translator:
         where = "/domain/memory"
         comm = MemoryRegion(0, COMM_REGION_VIRT.get(arch, 0x80000000), PAGE_SIZE,
                             MemFlag.READ | MemFlag.WRITE | MemFlag.COMM_REGION)  # fmt: skip
-        others = [r for r in built.regions if r.size]
         first = len(built.regions)
+        grows: MemoryRegion | None
         if arch == Arch.X86:
             low = min(size, _X86_LOW_RAM)
-            built.regions.append(MemoryRegion(base, 0, low, _RAM_FLAGS))
-            built.regions.append(comm)
+            grows = MemoryRegion(base, 0, low, _RAM_FLAGS)
+            built.regions += [grows, comm]
             if size > low:
-                built.regions.append(
-                    MemoryRegion(base + low, _X86_HIGH_RAM_VIRT, size - low, _RAM_FLAGS)
-                )
-            _check_guest_room(built.regions[first:], [*others, comm], size, hint="")
+                grows = MemoryRegion(base + low, _X86_HIGH_RAM_VIRT, size - low, _RAM_FLAGS)
+                built.regions.append(grows)
+            self._check_guest_room(built.regions, first, grows=grows, hint="")
             return
         if boot.is_linux:
             if size <= _ARM_LOADER_RAM:
@@ -952,11 +951,54 @@ class _Translator:
                 MemoryRegion(base + main, 0, _ARM_LOADER_RAM, _RWX | MemFlag.LOADABLE)
             )
             built.regions.append(MemoryRegion(base, base, main, _RAM_FLAGS))
+            grows = None  # mapped 1:1: where it lands depends on the pool, not its size
         else:
             built.regions.append(MemoryRegion(base, 0, size, _RAM_FLAGS))
+            grows = built.regions[-1]
         built.regions.append(comm)
-        hint = "" if boot.is_linux else ", or boot a Linux <kernel> (its RAM is mapped 1:1)"
-        _check_guest_room(built.regions[first:], [*others, comm], size, hint=hint)
+        hint = ", or boot a Linux <kernel> (its RAM is mapped 1:1)"
+        self._check_guest_room(built.regions, first, grows=grows, hint=hint)
+
+    def _check_guest_room(
+        self,
+        regions: Sequence[MemoryRegion],
+        first: int,
+        *,
+        grows: MemoryRegion | None,
+        hint: str,
+    ) -> None:
+        """Refuse a region of the RAM layout (``regions[first:]``) over another one's guest range.
+
+        When ``grows`` (the RAM that starts at a fixed guest address and grows with
+        ``<memory>``) runs into something above its start, the error says how much fits;
+        otherwise the memory has to be placed elsewhere.
+
+        Raises:
+            TranslationError: At ``/domain/memory``, naming what is in the way.
+        """
+        for region in regions[first:]:
+            for other in regions:
+                if other is region or not (
+                    region.size
+                    and other.size
+                    and other.virt_start < region.virt_end
+                    and region.virt_start < other.virt_end
+                ):
+                    continue
+                if region is grows and other.virt_start > region.virt_start:
+                    overflow = region.virt_end - other.virt_start
+                    total = sum(r.size for r in regions[first:] if is_ram(r))
+                    advice = f"at most {(total - overflow) // 1024} KiB fit: lower <memory>{hint}"
+                else:
+                    advice = "pass pool= to place the cell's memory elsewhere"
+                memory = self.root.find("memory")
+                raise TranslationError(
+                    "/domain/memory",
+                    None if memory is None else text_of(memory),
+                    f"{_guest_name(region)} at guest {region.virt_start:#x}-"
+                    f"{region.virt_end - 1:#x} would cover {_guest_name(other)} at "
+                    f"{other.virt_start:#x}; {advice}",
+                )
 
     def _console_region(self, console: Console, built: _Built) -> None:
         if console.type == ConsoleType.NONE or ConsoleFlag.ACCESS_MMIO not in console.flags:
@@ -1374,36 +1416,15 @@ class _Translator:
             self.note(self.meta.element, f"the cell breaks a config rule: {finding}")
 
 
-def _check_guest_room(
-    placed: Sequence[MemoryRegion], others: Sequence[MemoryRegion], size: int, *, hint: str
-) -> None:
-    """Refuse RAM laid out over another region's guest addresses, saying how much fits.
-
-    Raises:
-        TranslationError: At ``/domain/memory``, naming the region in the way and the
-            largest ``<memory>`` that fits.
-    """
-    for ram in placed:
-        if not is_ram(ram):
-            continue
-        for other in others:
-            if other.virt_start < ram.virt_end and ram.virt_start < other.virt_end:
-                overflow = ram.virt_end - max(other.virt_start, ram.virt_start)
-                fits = max(size - overflow, 0) // 1024
-                what = (
-                    "the comm region"
-                    if other.is_comm_region
-                    else "a device page it maps 1:1"
-                    if MemFlag.IO in other.flags
-                    else "a shared-memory region it maps 1:1"
-                )
-                raise TranslationError(
-                    "/domain/memory",
-                    f"{size // 1024} KiB",
-                    f"the cell's RAM at guest {ram.virt_start:#x}-{ram.virt_end - 1:#x} would "
-                    f"cover {what} at {other.virt_start:#x}; at most {fits} KiB fit: lower "
-                    f"<memory>{hint}",
-                )
+def _guest_name(region: MemoryRegion) -> str:
+    """Name a region of the cell for a message about its guest addresses."""
+    if region.is_comm_region:
+        return "the comm region"
+    if is_ram(region):
+        return "the cell's RAM"
+    if MemFlag.IO in region.flags:
+        return "a device page the cell maps 1:1"
+    return "a shared-memory region the cell maps 1:1"
 
 
 def _bdf_text(domain: int, bdf: int) -> str:
