@@ -585,6 +585,33 @@ def test_cell_list_table_has_upstream_columns(
     assert demo == f"{'1':<8}{'arm64-demo':<24}{'shut down':<18}3"
 
 
+_LOADED_CONFIG_MODULES = """
+import sys
+from jailhouse.cli import main
+code = main(sys.argv[1:])
+loaded = sorted(m for m in sys.modules if m.startswith("jailhouse.config."))
+print(" ".join(loaded), file=sys.stderr)
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_cell_list_builds_no_config_model(
+    capsys: pytest.CaptureFixture[str], board: Board, json_flag: list[str]
+) -> None:
+    """A cold ``cell list``, as a table or JSON, imports neither the config model nor the codec."""
+    jhctl(capsys, "-c", board.uri, "enable", str(board.system))
+    jhctl(capsys, "-c", board.uri, "cell", "create", str(board.demo))
+    run = subprocess.run(
+        [sys.executable, "-c", _LOADED_CONFIG_MODULES, "-c", board.uri, *json_flag, "cell", "list"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "arm64-demo" in run.stdout
+    assert run.stderr.split() == ["jailhouse.config.flags"]
+
+
 def test_refused_operations_exit_1(capsys: pytest.CaptureFixture[str], board: Board) -> None:
     """What the driver refuses exits 1 with one line naming the operation and what to do."""
     c = ("-c", board.uri)

@@ -190,7 +190,7 @@ def _region_line(i: int, region: MemoryRegion) -> str:
 
 
 def _describe_cell(cell: CellConfig, *, indent: str) -> str:
-    from jailhouse.config.model import format_cpus  # noqa: PLC0415
+    from jailhouse.config.flags import format_cpus  # noqa: PLC0415
 
     out = _field("name", cell.name, indent)
     if not indent:
@@ -318,7 +318,7 @@ def _read_text(path: str) -> str:
 
 
 def _from_xml(args: argparse.Namespace, ctx: Context) -> int:
-    from jailhouse.config.model import format_cpus  # noqa: PLC0415
+    from jailhouse.config.flags import format_cpus  # noqa: PLC0415
     from jailhouse.domxml import domain_to_cell  # noqa: PLC0415 - lxml loads here only
     from jailhouse.store import write_atomically  # noqa: PLC0415
 

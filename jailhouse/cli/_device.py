@@ -163,7 +163,7 @@ def _find(hv: Hypervisor, args: argparse.Namespace) -> Cell:
 
 
 def _enable(args: argparse.Namespace, ctx: Context) -> int:
-    from jailhouse.config.model import format_cpus  # noqa: PLC0415
+    from jailhouse.config.flags import format_cpus  # noqa: PLC0415
 
     system = load_system_file(args.file)
     with ctx.connect() as hv:
@@ -242,7 +242,7 @@ def cell_document(status: CellStatus) -> dict[str, Any]:
 
 def cell_table(cells: Sequence[CellStatus]) -> str:
     """Render cells as upstream's ``jailhouse cell list`` does (same columns and widths)."""
-    from jailhouse.config.model import format_cpus  # noqa: PLC0415
+    from jailhouse.config.flags import format_cpus  # noqa: PLC0415
 
     rows = [_LIST_HEADINGS] + [
         (
@@ -369,7 +369,7 @@ def stats_table(
         elapsed: Seconds since the last refresh.
         rates: Whether to show the rate column (``-`` until there is a previous refresh).
     """
-    from jailhouse.config.model import format_cpus  # noqa: PLC0415
+    from jailhouse.config.flags import format_cpus  # noqa: PLC0415
 
     cpus = sorted(status.per_cpu)
     header = ["COUNTER", "TOTAL", *(["PER SEC"] if rates else []), *(f"cpu{cpu}" for cpu in cpus)]

@@ -248,7 +248,7 @@ def xml_preview(xml: str) -> str:
 def _run_demo(arch: str, workdir: Path, ctx: Context, *, kept: bool) -> None:
     import jailhouse  # noqa: PLC0415
     from jailhouse.cli._device import cell_document, cell_table  # noqa: PLC0415
-    from jailhouse.config.model import format_cpus  # noqa: PLC0415
+    from jailhouse.config.flags import format_cpus  # noqa: PLC0415
     from jailhouse.domxml import cell_to_domain, domain_to_cell  # noqa: PLC0415
     from jailhouse.examples import example_cells, example_files, example_system  # noqa: PLC0415
     from jailhouse.inmates import default_load_address, park_inmate  # noqa: PLC0415

@@ -457,7 +457,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 
 def _dominfo(args: argparse.Namespace, ctx: Context) -> int:
-    from jailhouse.config.model import format_cpus  # noqa: PLC0415
+    from jailhouse.config.flags import format_cpus  # noqa: PLC0415
 
     with _Session(ctx) as conn:
         dom = _lookup(conn, args.domain)
