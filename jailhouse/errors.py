@@ -161,16 +161,9 @@ class TranslationError(JailhouseError, ValueError):
         reason: Why it cannot be honoured.
     """
 
-    def __init__(self, element: object, value: object, reason: str) -> None:
-        """Record the element, its value and the reason.
-
-        Args:
-            element: The XPath, or anything whose ``str()`` is one (the translator passes
-                paths it works out only when it raises).
-            value: The offending value, if any.
-            reason: Why it cannot be honoured.
-        """
-        self.element = str(element)
+    def __init__(self, element: str, value: object, reason: str) -> None:
+        """Record the element, its value and the reason."""
+        self.element = element
         self.value = value
         self.reason = reason
         super().__init__(str(self))

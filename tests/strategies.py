@@ -302,9 +302,9 @@ def shmem(address: str = "", model: str = "", size: str = "", extra: str = "") -
     return f"<shmem name='s'>{model}{size}{extra}{address}</shmem>"
 
 
+# The PCI addresses of the root cells' ivshmem devices in the example systems.
 ROOT_LINK_X86 = "<address type='pci' domain='0x0000' bus='0x01' slot='0x0e' function='0x0'/>"
 ROOT_LINK_ARM64 = "<address type='pci' domain='0x0001' bus='0x00' slot='0x00' function='0x0'/>"
-"""The PCI addresses of the root cells' ivshmem devices in the example systems."""
 
 
 UNITS = [("b", 4 << 20), ("bytes", 4 << 20), ("KB", 4000), ("k", 4096), ("KiB", 4096),

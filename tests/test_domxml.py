@@ -6,6 +6,7 @@ import ctypes
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -48,7 +49,14 @@ from jailhouse.domxml import (
     domain_to_cell,
     memory_kib,
 )
-from jailhouse.domxml._xml import LIBVIRT_MAX_CPU, MAX_CELL_CPU, parse_cpuset, scaled_bytes
+from jailhouse.domxml._xml import (
+    LIBVIRT_MAX_CPU,
+    MAX_CELL_CPU,
+    numbering,
+    parse_cpuset,
+    path_of,
+    scaled_bytes,
+)
 from jailhouse.errors import TranslationError
 from jailhouse.examples import example_cells, example_system
 
@@ -323,7 +331,7 @@ def test_memory_values_are_plain_decimals(text: str) -> None:
 @pytest.mark.parametrize("text", [" 2048", "+2048", "\t\n+2048", "002048"])
 def test_numbers_libvirt_reads_with_strtoul_are_read(text: str) -> None:
     """Leading white space and a plus sign, which libvirt's strtoul skips, are accepted."""
-    link = ROOT_LINK_X86.replace("bus='0x01'", "bus=' +0x01'").replace("slot='", "slot='\t")
+    link = ROOT_LINK_X86.replace("bus='0x01'", "bus=' +0x01'").replace("slot='", "slot='&#9;")
     xml = dom(shmem(link), memory=f"<memory>{text}</memory>", vcpu="<vcpu> +1</vcpu>")
     result = to_cell(xml)
     assert memory_kib(result.config.mem_regions) == 2048
@@ -1219,6 +1227,41 @@ def test_any_cell_round_trips_byte_exactly(cell: CellConfig) -> None:
     assume(cell.arch in SYSTEMS)
     result = to_cell(cell_to_domain(cell), _system_for(cell))
     assert result.config.to_bytes() == cell.to_bytes()
+
+
+# -- XPaths ---------------------------------------------------------------------------------------
+
+
+def test_paths_follow_a_tree_changed_outside_a_translation() -> None:
+    """Outside a translation every path is worked out afresh, so it follows changes."""
+    root = etree.fromstring("<domain><devices><disk/><disk/><console/></devices></domain>")
+    devices, disk = root[0], root[0][1]
+    assert path_of(disk) == "/domain/devices/disk[2]"
+    devices.insert(0, etree.Element("disk"))
+    assert path_of(disk) == "/domain/devices/disk[3]"
+    devices.remove(devices[0])
+    devices.remove(devices[0])
+    assert path_of(disk) == "/domain/devices/disk"
+    disk.tag = "console"
+    assert path_of(disk) == "/domain/devices/console[1]"
+
+
+def test_numbered_paths_hold_past_eviction_and_across_threads() -> None:
+    """Inside numbering(), with more parents than it keeps and four threads, paths stay right."""
+    parents = "".join("<p><c/><c/><!-- x --><?pi y?><c/></p>" for _ in range(100))
+    root = etree.fromstring(f"<domain><q/>{parents}<q/></domain>")
+    leaves = list(root.iter("c"))
+    expected = [path_of(leaf) for leaf in leaves]
+    assert expected[:3] == ["/domain/p[1]/c[1]", "/domain/p[1]/c[2]", "/domain/p[1]/c[3]"]
+    assert expected[-1] == "/domain/p[100]/c[3]"
+
+    def walk(_: int) -> list[str]:
+        with numbering():
+            return [path_of(leaf) for leaf in leaves + leaves[::-1]]
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(walk, range(4)))
+    assert results == [expected + expected[::-1]] * 4
 
 
 # -- generated domains ---------------------------------------------------------------------------

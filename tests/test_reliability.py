@@ -848,11 +848,9 @@ def test_hostile_repeated_cpuset(watchers: Watchers) -> None:
     ],
 )
 def test_a_document_of_repeated_elements_is_read_in_one_pass(element: str, parent: str) -> None:
-    """Up to 1 MiB of one repeated element gets a note each, numbered, within the hang guard.
-
-    Counting the siblings of every element that gets a note was quadratic: 31,000 vCPU
-    pins took 111 s.
-    """
+    """Up to 1 MiB of one repeated element gets a numbered note each, within the hang guard."""
+    # Counting the siblings of every element that gets a note was quadratic: 31,000 vCPU
+    # pins took 111 s.
     budget = MAX_DOCUMENT_BYTES - len(_domain(body=_BODY + f"<{parent}></{parent}>")) - 64
     items: list[str] = []
     size = 0

@@ -81,6 +81,15 @@ _BDF: Final = re.compile(r"0*([0-9a-fA-F]{1,2}):0*([0-9a-fA-F]{1,2})\.0*([0-9])"
 
 _SHORT_NUMBER: Final = re.compile(r"0[xX][0-9a-fA-F]{1,16}|[0-9]{1,20}")
 """Numbers :func:`parse_int` reads the same way, short enough to need no digit check."""
+
+
+def _short_number(text: str) -> int | None:
+    """Read a :data:`_SHORT_NUMBER` as :func:`parse_int` would; None for anything else."""
+    if not _SHORT_NUMBER.fullmatch(text):
+        return None
+    return int(text, 16) if text[:2] in ("0x", "0X") else int(text)
+
+
 _CELL_ATTRS: Final = {
     "name-hex",
     "arch",
@@ -310,10 +319,9 @@ class _Attrs:
             if required:
                 raise TranslationError(self.where(name), None, "this attribute is required")
             return 0
-        if _SHORT_NUMBER.fullmatch(text):  # the usual case: no XPath to build
-            value = int(text, 16) if text[1:2] in "xX" else int(text)
-            if value <= limit:
-                return value
+        value = _short_number(text)  # the usual case: no XPath to build
+        if value is not None and value <= limit:
+            return value
         return parse_int(text, self.where(name), limit=limit)  # raises with the XPath
 
     def words(self, name: str, count: int) -> tuple[int, ...]:
@@ -321,10 +329,10 @@ class _Attrs:
         if text is None:
             return (0,) * count
         parts = text.split()
-        if len(parts) == count and all(_SHORT_NUMBER.fullmatch(p) for p in parts):
-            values = tuple(int(p, 16) if p[1:2] in "xX" else int(p) for p in parts)
-            if max(values) <= _U32:
-                return values
+        if len(parts) == count:
+            values = [_short_number(p) for p in parts]
+            if all(v is not None and v <= _U32 for v in values):
+                return tuple(v for v in values if v is not None)
         where = self.where(name)  # something is wrong: the slow path names it
         if len(parts) != count:
             raise TranslationError(where, text, f"expected {count} numbers separated by spaces")

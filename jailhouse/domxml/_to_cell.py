@@ -36,7 +36,7 @@ from jailhouse.domxml._xml import (
     XPath,
     attr_path,
     children,
-    forget_paths,
+    numbering,
     parse_cpuset,
     parse_decimal,
     parse_document,
@@ -173,11 +173,9 @@ def domain_to_cell(
         TranslationError: The XML is not a domain, asks for something a cell cannot have,
             or (strict) has anything that would be a note; the error names the element.
     """
-    try:
+    with numbering():  # the translator only reads the tree
         root = parse_document(xml)
         result = _Translator(root, system, tuple(defined), pool).run()
-    finally:
-        forget_paths()  # the document's elements go with it
     if strict and result.notes:
         note = result.notes[0]
         raise TranslationError(note.element, note.value, f"{note.reason} (strict mode)")
@@ -440,24 +438,26 @@ class _Translator:
             where = XPath(el)
             raw = name.encode("utf-8", "surrogatepass")
             if not name:
-                raise TranslationError(where, name, "the cell name must not be empty")
+                raise TranslationError(str(where), name, "the cell name must not be empty")
             if not all(0x20 <= b < 0x7F for b in raw):
                 raise TranslationError(
-                    where, name, "a cell name must be printable ASCII (the driver stores bytes)"
+                    str(where),
+                    name,
+                    "a cell name must be printable ASCII (the driver stores bytes)",
                 )
             if len(raw) > NAME_MAXLEN:
                 raise TranslationError(
-                    where,
+                    str(where),
                     name,
                     f"a cell name is at most {NAME_MAXLEN} bytes; this one has {len(raw)}",
                 )
             if "/" in name:
-                raise TranslationError(where, name, "libvirt forbids '/' in domain names")
+                raise TranslationError(str(where), name, "libvirt forbids '/' in domain names")
         taken = {self.system.root_cell.name: "the root cell"}
         taken.update({c.name: f"cell {c.name!r}" for c in self.defined})
         if name in taken:
             raise TranslationError(
-                where, name, f"{taken[name]} has this name already; cell names are unique"
+                str(where), name, f"{taken[name]} has this name already; cell names are unique"
             )
         return name
 
@@ -512,7 +512,7 @@ class _Translator:
         if _LIBVIRT_ARCHES.get(name) != system_arch:
             want = system_arch.libvirt_name if system_arch.known else "(none)"
             raise TranslationError(
-                where, name, f"the system is {system_arch.name}: the domain must say {want}"
+                str(where), name, f"the system is {system_arch.name}: the domain must say {want}"
             )
         return CellFlag(0)
 
@@ -581,7 +581,7 @@ class _Translator:
             where = XPath(vcpu)
             count = parse_decimal(text_of(vcpu), where, limit=MAX_VCPUS)
             if count == 0:
-                raise TranslationError(where, "0", "a domain needs at least one vCPU")
+                raise TranslationError(str(where), "0", "a domain needs at least one vCPU")
             placement = vcpu.get("placement", "static")
             if placement == "auto":
                 raise TranslationError(
@@ -704,20 +704,20 @@ class _Translator:
             where = XPath(el, "cpuset")
             if cpu not in root:
                 raise TranslationError(
-                    where,
+                    str(where),
                     str(cpu),
                     f"host CPU {cpu} is not in the root cell's CPU set "
                     f"({format_cpus(root) or 'empty'})",
                 )
             if cpu in owner:
                 raise TranslationError(
-                    where, str(cpu), f"host CPU {cpu} belongs to cell {owner[cpu]!r}"
+                    str(where), str(cpu), f"host CPU {cpu} belongs to cell {owner[cpu]!r}"
                 )
             if x86 and cpu == 0:
-                raise TranslationError(where, "0", "CPU 0 cannot leave the root cell on x86")
+                raise TranslationError(str(where), "0", "CPU 0 cannot leave the root cell on x86")
             if cpu in chosen:
                 raise TranslationError(
-                    where,
+                    str(where),
                     str(cpu),
                     f"two vCPUs are pinned to host CPU {cpu}; pins must be 1:1",
                 )
@@ -1082,9 +1082,12 @@ class _Translator:
                 raise TranslationError(
                     where,
                     text,
-                    "not a PCI device of the system config; the root cell can give "
-                    + (known or "no physical PCI device")
-                    + ": pick one of them or remove the <hostdev>",
+                    "not a PCI device of the system config; "
+                    + (
+                        f"the root cell can give {known}: pick one or remove the <hostdev>"
+                        if known
+                        else "the root cell has no physical PCI device: remove the <hostdev>"
+                    ),
                 )
             if device.type == PciType.IVSHMEM:
                 raise TranslationError(

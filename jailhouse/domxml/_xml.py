@@ -9,6 +9,7 @@ XXE or billion-laughs document is one clear error and never a file read.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import re
 import threading
 from typing import TYPE_CHECKING, Final, TypeAlias
@@ -27,14 +28,20 @@ __all__ = [
     "MAX_DOCUMENT_BYTES",
     "NS",
     "PREFIX",
+    "Where",
+    "XPath",
     "attr_path",
+    "child_paths",
     "children",
+    "numbering",
     "parse_cpuset",
+    "parse_decimal",
     "parse_document",
     "parse_int",
     "parse_pci_number",
     "parse_scaled",
     "path_of",
+    "scale_of",
     "scaled_bytes",
     "text_of",
 ]
@@ -226,27 +233,45 @@ _STEP_CACHE_SIZE: Final = 64
 
 
 class _StepCache(threading.local):
-    """The XPath steps of the children of the last few parents, per thread.
+    """The XPath steps of the children of the last few parents, per thread, while reading.
 
     A document with thousands of same-tag siblings (vCPU pins, consoles) gets a path for
     each; numbering a parent's children once keeps that linear where counting the siblings
     of each one was quadratic.  ``steps`` maps a parent to each element child's step, least
-    recently used first, so ancestors stay while leaves pass through; a child not found is
-    numbered again (the translator never changes the tree it reads).
-    :func:`forget_paths` empties it when a translation is over.
+    recently used first, so ancestors stay while leaves pass through.  Only a reader that
+    leaves its tree alone may keep them: :func:`numbering` turns the cache on around one
+    translation and empties it afterwards; outside it every path is worked out afresh.
     """
 
     def __init__(self) -> None:
+        self.active = 0
         self.steps: dict[etree._Element, dict[etree._Element, str]] = {}
 
 
 _step_cache = _StepCache()
 
 
+@contextlib.contextmanager
+def numbering() -> Iterator[None]:
+    """Keep the numbered children of the elements paths are asked for, until the block ends.
+
+    The block must not change the trees it asks paths of.  Nested blocks share one cache;
+    the outermost one empties it, dropping the elements it holds.
+    """
+    cache = _step_cache
+    cache.active += 1
+    try:
+        yield
+    finally:
+        cache.active -= 1
+        if not cache.active:
+            cache.steps.clear()
+
+
 def _child_steps(parent: etree._Element) -> dict[etree._Element, str]:
     """Return the step of each element child of ``parent``, in document order."""
-    cache = _step_cache.steps
-    steps = cache.pop(parent, None)
+    cache = _step_cache
+    steps = cache.steps.pop(parent, None) if cache.active else None
     if steps is None:
         kids = list(children(parent))
         total: dict[object, int] = {}
@@ -261,26 +286,19 @@ def _child_steps(parent: etree._Element) -> dict[etree._Element, str]:
             else:
                 seen[tag] = position = seen.get(tag, 0) + 1
                 steps[kid] = f"{_tag_text(kid)}[{position}]"
-        if len(cache) >= _STEP_CACHE_SIZE:
-            del cache[next(iter(cache))]  # the least recently used
-    cache[parent] = steps  # (again) the most recently used
+        if not cache.active:
+            return steps
+        if len(cache.steps) >= _STEP_CACHE_SIZE:
+            del cache.steps[next(iter(cache.steps))]  # the least recently used
+    cache.steps[parent] = steps  # (again) the most recently used
     return steps
-
-
-def forget_paths() -> None:
-    """Drop the numbered children kept by :func:`path_of` (and the elements they hold)."""
-    _step_cache.steps.clear()
 
 
 def _step(el: etree._Element) -> str:
     parent = el.getparent()
     if parent is None:
         return _tag_text(el)
-    step = _child_steps(parent).get(el)
-    if step is None:  # the tree changed since its children were numbered
-        forget_paths()
-        step = _child_steps(parent)[el]
-    return step
+    return _child_steps(parent)[el]
 
 
 def path_of(el: etree._Element) -> str:
@@ -348,13 +366,13 @@ def parse_int(text: str, where: Where, *, limit: int | None = None) -> int:
         TranslationError: Not such a number, or above ``limit``.
     """
     if not _HEX_OR_DECIMAL.fullmatch(text):
-        raise TranslationError(where, text, "expected an unsigned number (decimal or 0x hex)")
+        raise TranslationError(str(where), text, "expected an unsigned number (decimal or 0x hex)")
     if text[:2].lower() == "0x":
         value = int(_significant(text[2:], text, where), 16)
     else:
         value = int(_significant(text, text, where))
     if limit is not None and value > limit:
-        raise TranslationError(where, text, f"must be at most {limit:#x}")
+        raise TranslationError(str(where), text, f"must be at most {limit:#x}")
     return value
 
 
@@ -372,7 +390,7 @@ def _significant(digits: str, text: str, where: Where) -> str:
     significant = digits.lstrip("0") or "0"
     if len(significant) > MAX_DIGITS:
         raise TranslationError(
-            where,
+            str(where),
             text,
             f"a number of {len(significant)} digits; no field takes more than {MAX_DIGITS}",
         )
@@ -390,10 +408,10 @@ def parse_decimal(text: str, where: Where, *, limit: int | None = None) -> int:
     """
     match = _C_DECIMAL.fullmatch(text)
     if match is None:
-        raise TranslationError(where, text, "expected an unsigned decimal number")
+        raise TranslationError(str(where), text, "expected an unsigned decimal number")
     value = int(_significant(match.group(1), text, where))
     if limit is not None and value > limit:
-        raise TranslationError(where, text, f"must be at most {limit}")
+        raise TranslationError(str(where), text, f"must be at most {limit}")
     return value
 
 
@@ -408,7 +426,7 @@ def parse_pci_number(text: str, where: Where, *, limit: int) -> int:
     lead = _C_SPACE_AND_SIGN.match(text)  # always matches, maybe nothing
     digits = text[lead.end() :] if lead else text
     if not _C_INTEGER.fullmatch(digits):
-        raise TranslationError(where, text, "expected a number such as 0x1f")
+        raise TranslationError(str(where), text, "expected a number such as 0x1f")
     if digits[:2].lower() == "0x":
         value = int(_significant(digits[2:], text, where), 16)
     elif len(digits) > 1 and digits[0] == "0":
@@ -416,7 +434,7 @@ def parse_pci_number(text: str, where: Where, *, limit: int) -> int:
     else:
         value = int(_significant(digits, text, where))
     if value > limit:
-        raise TranslationError(where, text, f"must be at most {limit:#x}")
+        raise TranslationError(str(where), text, f"must be at most {limit:#x}")
     return value
 
 
@@ -439,7 +457,7 @@ def scale_of(unit: str | None, default: int, where: Where) -> int:
     rest = lower[1:]
     if power is None or rest not in ("", "ib", "b"):
         raise TranslationError(
-            where,
+            str(where),
             unit,
             "unknown unit; use b, KB, KiB (k), MB, MiB (M), GB, GiB (G), TB, TiB (T), PB, "
             "PiB (P), EB or EiB (E)",
@@ -482,7 +500,7 @@ def scaled_bytes(
     value = parse_decimal(text, where)
     size = value * scale_of(unit, default_unit, unit_where)
     if size > LLONG_MAX:
-        raise TranslationError(where, text, "larger than libvirt's limit of 2**63 - 1 bytes")
+        raise TranslationError(str(where), text, "larger than libvirt's limit of 2**63 - 1 bytes")
     return size
 
 
@@ -513,7 +531,9 @@ def parse_cpuset(text: str, where: Where, *, limit: int = LIBVIRT_MAX_CPU) -> fr
         if item.startswith("^"):
             number = item[1:].strip()
             if not _DECIMAL.fullmatch(number):
-                raise TranslationError(where, text, f"{_show(item)} is not an exclusion like ^3")
+                raise TranslationError(
+                    str(where), text, f"{_show(item)} is not an exclusion like ^3"
+                )
             cpu = _cpu_number(number, text, where, limit)
             items.append((cpu, cpu, False))
             continue
@@ -521,15 +541,15 @@ def parse_cpuset(text: str, where: Where, *, limit: int = LIBVIRT_MAX_CPU) -> fr
         lo, hi = lo.strip(), hi.strip()
         if not _DECIMAL.fullmatch(lo) or (sep and not _DECIMAL.fullmatch(hi)):
             raise TranslationError(
-                where, text, f"{_show(item)} is not a CPU number or range (like 0-3,^2,8)"
+                str(where), text, f"{_show(item)} is not a CPU number or range (like 0-3,^2,8)"
             )
         first = _cpu_number(lo, text, where, limit)
         last = _cpu_number(hi, text, where, limit) if sep else first
         if last < first:
-            raise TranslationError(where, text, f"the range {_show(item)} runs backwards")
+            raise TranslationError(str(where), text, f"the range {_show(item)} runs backwards")
         items.append((first, last, True))
     if not any(included for _, _, included in items):
-        raise TranslationError(where, text, "a cpuset needs at least one CPU")
+        raise TranslationError(str(where), text, "a cpuset needs at least one CPU")
     cpus: list[int] = []
     decided: dict[int, int] = {}  # a decided CPU -> a CPU above it, maybe undecided
     for first, last, included in reversed(items):
@@ -547,7 +567,7 @@ def _cpu_number(digits: str, text: str, where: Where, limit: int) -> int:
     significant = digits.lstrip("0") or "0"
     if len(significant) > len(str(limit)) or int(significant) > limit:
         raise TranslationError(
-            where, text, f"CPU numbers above {limit} are refused ({limit + 1} CPUs at most)"
+            str(where), text, f"CPU numbers above {limit} are refused ({limit + 1} CPUs at most)"
         )
     return int(significant)
 
