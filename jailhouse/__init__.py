@@ -10,12 +10,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from jailhouse.config.flags import Arch, CellFlag, MemFlag
     from jailhouse.config.model import (
-        Arch,
         CellConfig,
-        CellFlag,
         Console,
-        MemFlag,
         MemoryRegion,
         SystemConfig,
         load_config,
@@ -65,11 +63,11 @@ __version__ = "0.1.0.dev0"
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
-    "Arch": "jailhouse.config.model",
+    "Arch": "jailhouse.config.flags",
     "CellConfig": "jailhouse.config.model",
-    "CellFlag": "jailhouse.config.model",
+    "CellFlag": "jailhouse.config.flags",
     "Console": "jailhouse.config.model",
-    "MemFlag": "jailhouse.config.model",
+    "MemFlag": "jailhouse.config.flags",
     "MemoryRegion": "jailhouse.config.model",
     "SystemConfig": "jailhouse.config.model",
     "load_config": "jailhouse.config.model",

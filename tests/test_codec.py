@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -439,3 +441,14 @@ def test_pack_error_names_system_fields() -> None:
 
     err = pack_error(system.replace(hypervisor_memory=MemoryRegion(0, 0, 0x1000, MemFlag(1 << 64))))
     assert (err.field, err.value) == ("hypervisor_memory.flags", 1 << 64)
+
+
+def test_config_package_loads_only_what_a_name_needs() -> None:
+    """``jailhouse.config`` gives enums without building the model, and submodules as attributes."""
+    code = (
+        "import sys, jailhouse.config as c; c.Arch, c.MemFlag, c.format_cpus; "
+        "print('jailhouse.config.model' in sys.modules, end=' '); c.CellConfig; "
+        "print('jailhouse.config.model' in sys.modules, c.codec.__name__, 'validate' in dir(c))"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.split() == ["False", "True", "jailhouse.config.codec", "True"]

@@ -8,7 +8,7 @@ dataclasses on the way.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from jailhouse.config.codec import pack_cell, pack_system, parse_cell, parse_system
@@ -91,24 +91,27 @@ __all__ = [
 ]
 
 
-_MODEL_NAMES: frozenset[str] = frozenset(__all__) - {
-    "pack_cell",
-    "pack_system",
-    "parse_cell",
-    "parse_system",
-}
+_CODEC_NAMES: Final = frozenset({"pack_cell", "pack_system", "parse_cell", "parse_system"})
+_SUBMODULES: Final = frozenset({"codec", "flags", "model", "validate"})
 
 
 def __getattr__(name: str) -> Any:  # noqa: ANN401 - module-level lazy attribute hook
-    """Import a public name from the model or the codec on first use."""
+    """Import a public name (or a submodule) on first use, from the lightest module with it."""
+    if name in _SUBMODULES:
+        return importlib.import_module(f"jailhouse.config.{name}")
     if name not in __all__:
         raise AttributeError(f"module 'jailhouse.config' has no attribute {name!r}")
-    module = "jailhouse.config.model" if name in _MODEL_NAMES else "jailhouse.config.codec"
+    if name in _CODEC_NAMES:
+        module = "jailhouse.config.codec"
+    elif hasattr(importlib.import_module("jailhouse.config.flags"), name):
+        module = "jailhouse.config.flags"  # no dataclass is built for an enum or a constant
+    else:
+        module = "jailhouse.config.model"
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    """List the public names."""
-    return __all__
+    """List the public names and the submodules."""
+    return sorted({*__all__, *_SUBMODULES})
