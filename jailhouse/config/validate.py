@@ -172,7 +172,7 @@ def validate_system(system: SystemConfig) -> list[Finding]:
         The findings; root-cell fields are prefixed ``root_cell.``.
     """
     report = _Report()
-    _check_system(system, report)
+    _check_system(system, report, _system_resources(system))
     return report.findings
 
 
@@ -185,6 +185,10 @@ def check_configs(system: SystemConfig, *cells: CellConfig) -> list[Finding]:
     owns, no CPU in two non-root cells, at least one CPU left to the root cell, no memory
     in two non-root cells unless it is shared by design (ivshmem, ROOTSHARED), loadable
     memory the root cell maps, and ivshmem peers that agree.
+
+    What the system alone yields is worked out once per system object and kept for the
+    last few: configs are immutable, so a system must not be built around a list (or
+    anything else) that changes afterwards.
 
     Args:
         system: The system config.
@@ -239,11 +243,12 @@ def _memo(system: SystemConfig) -> _SystemMemo:
         if memo.system is system:
             return memo
     report = _Report(cell=system.root_cell.name)
-    _check_system(system, report)
+    resources = tuple(_system_resources(system))
+    _check_system(system, report, resources)
     memo = _SystemMemo(
         system,
         tuple(report.findings),
-        tuple(_system_resources(system)),
+        resources,
         tuple(sorted((r.phys_start, r.phys_end) for r in system.root_cell.mem_regions if r.size)),
     )
     _memos = (memo, *_memos[: _MEMO_SIZE - 1])
@@ -253,7 +258,7 @@ def _memo(system: SystemConfig) -> _SystemMemo:
 # -- the system config ------------------------------------------------------------------------
 
 
-def _check_system(system: SystemConfig, report: _Report) -> None:
+def _check_system(system: SystemConfig, report: _Report, resources: Sequence[_Resource]) -> None:
     arch = Arch(system.arch)
     if not arch.known:
         report.error("arch", int(arch), "unknown architecture (0 x86, 1 arm, 2 arm64)")
@@ -324,7 +329,7 @@ def _check_system(system: SystemConfig, report: _Report) -> None:
             "system's architecture",
         )
     _check_cell(system.root_cell, root_report, root=True, end_offset=system.size)
-    _check_cell_against_system(system, system.root_cell, root_report, _system_resources(system))
+    _check_cell_against_system(system, system.root_cell, root_report, resources)
 
 
 # -- one cell on its own ------------------------------------------------------------------------
