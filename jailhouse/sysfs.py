@@ -167,6 +167,23 @@ class CellStatus:
         return text
 
 
+def _read_bytes(path: Path) -> bytes:
+    """Read a sysfs file whole.
+
+    Raises:
+        KeyError: The file (or a directory above it) does not exist.
+        DeviceError: Reading failed with another errno (such as EPERM or EISDIR).
+    """
+    try:
+        return path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
+        raise KeyError(str(path)) from None
+    except OSError as exc:
+        raise error_for_errno(
+            exc.errno or errno.EIO, op=f"read {path}", detail=exc.strerror
+        ) from exc
+
+
 def _pause(attempt: int) -> None:
     """Wait before reading again: nothing before the first reading, then 1, 2, 4 ... ms."""
     if attempt:
@@ -260,16 +277,10 @@ class SysfsReader:
         """
         path = self.driver_dir / relpath
         try:
-            return path.read_bytes().decode(encoding, errors="replace")
-        except FileNotFoundError:
+            return _read_bytes(path).decode(encoding, errors="replace")
+        except KeyError:
             self._check_loaded()
-            raise KeyError(str(path)) from None
-        except NotADirectoryError:
-            raise KeyError(str(path)) from None
-        except OSError as exc:
-            raise error_for_errno(
-                exc.errno or errno.EIO, op=f"read {path}", detail=exc.strerror
-            ) from exc
+            raise
 
     def read_int(self, relpath: str) -> int:
         """Read a file that holds one decimal integer (``%ld``, ``%lu``, ``%d``).
@@ -371,14 +382,7 @@ class SysfsReader:
             DeviceError: Reading it failed with another errno (such as EACCES or EISDIR).
         """
         path = self.root / _ONLINE_CPUS
-        try:
-            text = path.read_bytes().decode("ascii", errors="replace")
-        except (FileNotFoundError, NotADirectoryError):
-            raise KeyError(str(path)) from None
-        except OSError as exc:
-            raise error_for_errno(
-                exc.errno or errno.EIO, op=f"read {path}", detail=exc.strerror
-            ) from exc
+        text = _read_bytes(path).decode("ascii", errors="replace")
         try:
             return parse_cpu_list(text)
         except ValueError as exc:
