@@ -987,8 +987,8 @@ class _Translator:
                     continue
                 if region is grows and other.virt_start > region.virt_start:
                     overflow = region.virt_end - other.virt_start
-                    total = sum(r.size for r in regions[first:] if is_ram(r))
-                    advice = f"at most {(total - overflow) // 1024} KiB fit: lower <memory>{hint}"
+                    fits = ram_bytes(regions[first:]) - overflow
+                    advice = f"at most {fits // 1024} KiB fit: lower <memory>{hint}"
                 else:
                     advice = "pass pool= to place the cell's memory elsewhere"
                 memory = self.root.find("memory")

@@ -58,9 +58,8 @@ LLONG_MAX: Final = (1 << 63) - 1
 _XML_DECLARATION: Final = re.compile(r"\A\ufeff?\s*<\?xml[^>]*\?>")
 _DOCTYPE: Final = re.compile(r"<!DOCTYPE[^>\[]*")
 _DECIMAL: Final = re.compile(r"[0-9]+")
-_C_DECIMAL: Final = re.compile(r"[ \t\n\v\f\r]*\+?([0-9]+)")
-"""What ``strtoul`` in base 10 reads whole, as libvirt's number parsers take it."""
 _C_SPACE_AND_SIGN: Final = re.compile(r"[ \t\n\v\f\r]*\+?")
+"""What C ``strtoul`` skips before the digits (libvirt's number parsers use it)."""
 _HEX_OR_DECIMAL: Final = re.compile(r"0[xX][0-9a-fA-F]+|[0-9]+")
 _C_INTEGER: Final = re.compile(r"0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*")
 _UNIT_POWERS: Final = {"k": 1, "m": 2, "g": 3, "t": 4, "p": 5, "e": 6}
@@ -340,8 +339,9 @@ class XPath:
     def __str__(self) -> str:
         """Return the path, as :func:`path_of` or :func:`attr_path` give it."""
         if self._text is None:
-            path = path_of(self._el)
-            self._text = path if self._attr is None else f"{path}/@{self._attr}"
+            self._text = (
+                path_of(self._el) if self._attr is None else attr_path(self._el, self._attr)
+            )
         return self._text
 
 
@@ -406,13 +406,19 @@ def parse_decimal(text: str, where: Where, *, limit: int | None = None) -> int:
     Raises:
         TranslationError: Not such a number, or above ``limit``.
     """
-    match = _C_DECIMAL.fullmatch(text)
-    if match is None:
+    digits = _strtoul_digits(text)
+    if not _DECIMAL.fullmatch(digits):
         raise TranslationError(str(where), text, "expected an unsigned decimal number")
-    value = int(_significant(match.group(1), text, where))
+    value = int(_significant(digits, text, where))
     if limit is not None and value > limit:
         raise TranslationError(str(where), text, f"must be at most {limit}")
     return value
+
+
+def _strtoul_digits(text: str) -> str:
+    """Return ``text`` after the white space and ``+`` that C ``strtoul`` skips."""
+    lead = _C_SPACE_AND_SIGN.match(text)  # always matches, maybe nothing
+    return text[lead.end() :] if lead else text
 
 
 def parse_pci_number(text: str, where: Where, *, limit: int) -> int:
@@ -423,8 +429,7 @@ def parse_pci_number(text: str, where: Where, *, limit: int) -> int:
     Raises:
         TranslationError: Not such a number, or above ``limit``.
     """
-    lead = _C_SPACE_AND_SIGN.match(text)  # always matches, maybe nothing
-    digits = text[lead.end() :] if lead else text
+    digits = _strtoul_digits(text)
     if not _C_INTEGER.fullmatch(digits):
         raise TranslationError(str(where), text, "expected a number such as 0x1f")
     if digits[:2].lower() == "0x":
