@@ -14,6 +14,7 @@ The tree::
     +- ConfigError(ValueError)           .field .value .reason
     |  `- InvalidConfigError             bytes that do not parse; also .offset
     +- TranslationError(ValueError)      .element .value .reason
+    +- BootError(ValueError)             a Linux boot that cannot work; .field .value .reason
     `- StatusParseError(ValueError)      a sysfs file with unexpected text; .path .text
 
 Every leaf also subclasses a builtin, so callers can catch either
@@ -30,6 +31,7 @@ from typing import Final
 
 __all__ = [
     "ERRNO_ERRORS",
+    "BootError",
     "BusyError",
     "CellExistsError",
     "CellNotFoundError",
@@ -174,6 +176,29 @@ class TranslationError(JailhouseError, ValueError):
         if self.value is None:
             return f"{element}: {reason}"
         return f"{element} = {_show(self.value)}: {reason}"
+
+
+class BootError(JailhouseError, ValueError):
+    """A Linux boot that cannot work: a bad kernel, initrd, command line or device tree.
+
+    Raised before the device is touched, so nothing is left to roll back.
+
+    Attributes:
+        field: What is wrong, such as ``kernel.magic``, ``cmdline`` or ``initrd``.
+        value: The offending value.
+        reason: Why it cannot boot, and what would.
+    """
+
+    def __init__(self, field: str, value: object, reason: str) -> None:
+        """Record the field, its value and the reason."""
+        self.field = field
+        self.value = value
+        self.reason = reason
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        """Name the field and the value, then the reason."""
+        return f"{self.field} = {_show(self.value)}: {_show_reason(self.reason)}"
 
 
 class StatusParseError(JailhouseError, ValueError):
