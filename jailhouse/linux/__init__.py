@@ -8,6 +8,20 @@ places them in the cell's loadable RAM.  Nothing here touches a device.
 
 from __future__ import annotations
 
+from jailhouse.linux import fdt
+from jailhouse.linux._devicetree import (
+    DeviceTreeNote,
+    GeneratedDeviceTree,
+    build_device_tree,
+    generate_device_tree,
+)
 from jailhouse.linux._loader import LoaderStub
 
-__all__ = ["LoaderStub"]
+__all__ = [
+    "DeviceTreeNote",
+    "GeneratedDeviceTree",
+    "LoaderStub",
+    "build_device_tree",
+    "fdt",
+    "generate_device_tree",
+]
