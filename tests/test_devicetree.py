@@ -430,3 +430,10 @@ def test_ungranted_intx_and_rootshared_ram_are_noted() -> None:
     assert any("/memory@100000: mem_regions[7] is ROOTSHARED" in r for r in reasons)
     assert any("ivshmem 0001:00:00.0 signals interrupt 144" in r for r in reasons)
     assert "/memory@100000" not in {p for p, _ in parse(result.blob).root.walk()}
+
+
+def test_refuses_a_uart_clock_that_does_not_fit() -> None:
+    """A UART clock of 0 Hz or one beyond 32 bits is refused with its value."""
+    for clock in (0, 1 << 32):
+        with pytest.raises(BootError, match=r"uart_clock = .*not a clock rate"):
+            build_device_tree(SYSTEM, LINUX, uart_clock=clock)

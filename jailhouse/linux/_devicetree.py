@@ -109,7 +109,7 @@ def build_device_tree(
     initrd: tuple[int, int] | None = None,
     mpidrs: Mapping[int, int] | None = None,
     console_interrupt: int | None = None,
-    uart_clock: int = DEFAULT_UART_CLOCK,
+    uart_clock: int | None = None,
 ) -> bytes:
     """Return the device tree blob for Linux in ``cell``; see :func:`generate_device_tree`.
 
@@ -135,7 +135,7 @@ def generate_device_tree(
     initrd: tuple[int, int] | None = None,
     mpidrs: Mapping[int, int] | None = None,
     console_interrupt: int | None = None,
-    uart_clock: int = DEFAULT_UART_CLOCK,
+    uart_clock: int | None = None,
 ) -> GeneratedDeviceTree:
     """Generate the device tree for Linux in an arm64 or arm cell.
 
@@ -150,7 +150,8 @@ def generate_device_tree(
         console_interrupt: GIC interrupt ID (32 and up) of the console UART; without it
             the one SPI the cell's irqchip grants besides the ivshmem lines is taken
             (noted), or the UART gets no interrupt (noted).
-        uart_clock: Input clock of the console UART in Hz.
+        uart_clock: Input clock of the console UART in Hz; without it
+            :data:`DEFAULT_UART_CLOCK` (noted).
 
     Returns:
         The blob and the notes.
@@ -180,7 +181,7 @@ class _Builder:
         cell: CellConfig,
         mpidrs: Mapping[int, int] | None,
         console_interrupt: int | None,
-        uart_clock: int,
+        uart_clock: int | None,
     ) -> None:
         if cell.arch not in (Arch.ARM64, Arch.ARM):
             raise BootError(
@@ -192,13 +193,14 @@ class _Builder:
                 system.arch.name,
                 f"the system config is not for the cell's architecture {cell.arch.name}",
             )
-        if not 0 < uart_clock < 1 << 32:
+        if uart_clock is not None and not 0 < uart_clock < 1 << 32:
             raise BootError("uart_clock", uart_clock, "not a clock rate in Hz that fits 32 bits")
         self.system = system
         self.cell = cell
         self.mpidrs = mpidrs
         self.console_interrupt = console_interrupt
-        self.uart_clock = uart_clock
+        self.uart_clock_given = uart_clock is not None
+        self.uart_clock = DEFAULT_UART_CLOCK if uart_clock is None else uart_clock
         self.aarch32 = cell.arch == Arch.ARM or CellFlag.AARCH32 in cell.flags
         self.tree = DeviceTree()
         self.root = self.tree.root
@@ -403,7 +405,7 @@ class _Builder:
         clock.set_string("compatible", "fixed-clock")
         clock.set_u32("#clock-cells", 0)
         clock.set_u32("clock-frequency", self.uart_clock)
-        if self.uart_clock == DEFAULT_UART_CLOCK:
+        if not self.uart_clock_given:
             self.note(
                 "/uart-clock",
                 f"UART clock assumed {DEFAULT_UART_CLOCK} Hz; pass uart_clock= with the board's",
