@@ -437,3 +437,21 @@ def test_refuses_a_uart_clock_that_does_not_fit() -> None:
     for clock in (0, 1 << 32):
         with pytest.raises(BootError, match=r"uart_clock = .*not a clock rate"):
             build_device_tree(SYSTEM, LINUX, uart_clock=clock)
+
+
+def test_refuses_what_no_tree_can_describe() -> None:
+    """No CPUs, two CPUs with one MPIDR, two RAM regions at one address, a NUL in bootargs."""
+    ram = LINUX.mem_regions[2]
+    cases = [
+        ({"cell": LINUX.replace(cpus=frozenset())}, r"cell\.cpus = 'none'"),
+        ({"mpidrs": {1: 0x100, 2: 0x80000100}}, "mpidrs = '0x100': shared by cell CPUs 1 and 2"),
+        (
+            {"cell": LINUX.replace(mem_regions=(*LINUX.mem_regions, replace(ram, phys_start=0)))},
+            "two RAM regions start at the same guest address",
+        ),
+        ({"bootargs": "console=ttyAMA0\0"}, "bootargs = .*not a printable ASCII command line"),
+    ]
+    for kwargs, message in cases:
+        cell = kwargs.pop("cell", LINUX)
+        with pytest.raises(BootError, match=message):
+            build_device_tree(SYSTEM, cell, **kwargs)

@@ -236,6 +236,8 @@ class _Builder:
             root.add_child("aliases").set_string("serial0", serial)
             chosen.set_string("stdout-path", "serial0")
         if bootargs is not None:
+            if "\0" in bootargs or not bootargs.isascii():
+                raise BootError("bootargs", bootargs, "not a printable ASCII command line")
             chosen.set_string("bootargs", bootargs)
         if initrd is not None:
             self.add_initrd(chosen, initrd)
@@ -274,6 +276,13 @@ class _Builder:
                 len(self.cell.mem_regions),
                 "the cell has no RAM region (read-write, not IO, comm region or shared) for Linux",
             )
+        starts = [start for start, _ in self.ram]
+        if len(set(starts)) != len(starts):
+            raise BootError(
+                "cell.mem_regions",
+                sorted(starts),
+                "two RAM regions start at the same guest address",
+            )
         for start, size in sorted(self.ram):
             node = self.root.add_child(f"memory@{_unit(start)}")
             node.set_string("device_type", "memory")
@@ -293,6 +302,9 @@ class _Builder:
                 "cpu reg values are the cell's CPU indices: the configs hold no MPIDRs; pass "
                 "mpidrs= when the board's differ (the root's /proc/device-tree/cpus/*/reg)",
             )
+        if not self.cell.cpus:
+            raise BootError("cell.cpus", "none", "Linux needs at least one CPU")
+        seen: dict[int, int] = {}
         for cpu in sorted(self.cell.cpus):
             if self.mpidrs is None:
                 reg = cpu
@@ -300,6 +312,9 @@ class _Builder:
                 raise BootError("mpidrs", sorted(self.mpidrs), f"has no MPIDR for cell CPU {cpu}")
             else:
                 reg = self.mpidrs[cpu] & mask
+            if reg in seen:
+                raise BootError("mpidrs", f"{reg:#x}", f"shared by cell CPUs {seen[reg]} and {cpu}")
+            seen[reg] = cpu
             node = cpus.add_child(f"cpu@{_unit(reg)}")
             node.set_string("device_type", "cpu")
             if not self.aarch32:
