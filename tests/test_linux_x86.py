@@ -9,10 +9,13 @@ layout from ``arch/x86/include/uapi/asm/bootparam.h`` (its offset comments), and
 from __future__ import annotations
 
 import struct
+from dataclasses import replace
 
 import pytest
 
+from jailhouse.config.model import PioRegion
 from jailhouse.errors import BootError
+from jailhouse.examples import example_cells, example_system
 from jailhouse.linux import _x86
 
 # boot.rst offsets, written out here independently of the module's constants.
@@ -171,3 +174,257 @@ def test_truncated_header():
 def test_empty_file():
     """An empty file is refused, not an IndexError."""
     assert boot_error(b"").field == "kernel.size"
+
+
+# --- boot_params ---------------------------------------------------------------------
+# bootparam.h offsets of struct boot_params (its /* 0x... */ comments).
+EXT_RAMDISK_IMAGE = 0x0C0
+EXT_RAMDISK_SIZE = 0x0C4
+EXT_CMD_LINE_PTR = 0x0C8
+E820_ENTRIES = 0x1E8
+SENTINEL = 0x1EF
+TYPE_OF_LOADER = 0x210
+RAMDISK_IMAGE = 0x218
+RAMDISK_SIZE = 0x21C
+SETUP_DATA = 0x250
+E820_TABLE = 0x2D0  # struct boot_e820_entry {u64 addr; u64 size; u32 type;} packed, 20 bytes
+
+
+def u32(data: bytes, offset: int) -> int:
+    """Read a little-endian u32."""
+    return struct.unpack_from("<I", data, offset)[0]
+
+
+def u64(data: bytes, offset: int) -> int:
+    """Read a little-endian u64."""
+    return struct.unpack_from("<Q", data, offset)[0]
+
+
+def e820(data: bytes) -> list[tuple[int, int, int]]:
+    """Read the e820 table back from a zero page."""
+    return [struct.unpack_from("<QQI", data, E820_TABLE + 20 * n) for n in range(data[0x1E8])]
+
+
+def jailhouse_record(data: bytes) -> dict[str, object]:
+    """Unpack the setup_data record the zero page's setup_data field points at."""
+    start = u64(data, SETUP_DATA) - PARAMS_AT  # the record's offset in the loaded bytes
+    nxt, kind, length = struct.unpack_from("<QII", data, start)
+    # struct jailhouse_setup_data: hdr{u16 version, compatible_version}, v1{u16
+    # pm_timer_address, u16 num_cpus, u64 pci_mmconfig_base, u32 tsc_khz, u32 apic_khz,
+    # u8 standard_ioapic, u8 cpu_ids[255]}, v2{u32 flags}; all packed.
+    fields = struct.unpack_from("<HHHHQIIB255sI", data, start + 16)
+    names = ("version", "compatible", "pm_timer", "num_cpus", "mmconfig", "tsc", "apic")
+    record: dict[str, object] = dict(zip(names, fields[:7], strict=True))
+    record.update(next=nxt, type=kind, len=length, ioapic=fields[7], flags=fields[9])
+    record["cpu_ids"] = list(fields[8][: fields[3]])
+    return record
+
+
+PARAMS_AT = 0xF5000
+CMDLINE_AT = 0xF7000
+RAM = [(0, 0x100000), (0x200000, 0x4700000)]
+
+
+def params(image=None, **overrides) -> bytes:
+    """Build boot params for the synthetic kernel with sensible defaults."""
+    arguments = {
+        "ram": RAM,
+        "params_address": PARAMS_AT,
+        "cmdline_address": CMDLINE_AT,
+        "cmdline": b"console=ttyS1 earlyprintk=ttyS1",
+        "initrd": (0x3000000, 0x123456),
+        "cpus": [1, 2],
+        "pm_timer_address": 0x608,
+        "standard_ioapic": True,
+    }
+    arguments.update(overrides)
+    return _x86.build_boot_params(image or _x86.parse_bzimage(make_bzimage()), **arguments)
+
+
+def params_error(**overrides) -> BootError:
+    """Build boot params and return the one BootError they raise."""
+    with pytest.raises(BootError) as info:
+        params(**overrides)
+    return info.value
+
+
+def test_boot_params_header_fields():
+    """The patched setup-header fields read back at bootparam.h's offsets."""
+    data = params(reserved=[(0x100000, 0x1000)])
+    assert len(data) == _x86.PARAMS_IMAGE_SIZE
+    assert data[TYPE_OF_LOADER] == 0xFF
+    assert data[LOADFLAGS] & 0x01  # LOADED_HIGH
+    assert not data[LOADFLAGS] & 0xC0  # neither CAN_USE_HEAP nor KEEP_SEGMENTS
+    assert data[SENTINEL] == 0
+    assert u32(data, CMD_LINE_PTR) == CMDLINE_AT
+    assert u32(data, EXT_CMD_LINE_PTR) == 0
+    assert u32(data, RAMDISK_IMAGE) == 0x3000000
+    assert u32(data, RAMDISK_SIZE) == 0x123456
+    assert u32(data, EXT_RAMDISK_IMAGE) == u32(data, EXT_RAMDISK_SIZE) == 0
+    assert u64(data, SETUP_DATA) == PARAMS_AT + 0x1000
+    # The rest of the header is the kernel's own.
+    assert data[HEADER : HEADER + 4] == b"HdrS"
+    assert u64(data, PREF_ADDRESS) == 0x1000000
+    assert u32(data, INIT_SIZE) == 0x800000
+    assert u32(data, CMDLINE_SIZE) == 2047
+
+
+def test_boot_params_e820():
+    """RAM becomes e820 type 1 and reserved ranges type 2, in address order."""
+    data = params(reserved=[(0x100000, 0x1000)])
+    assert data[E820_ENTRIES] == 3
+    assert e820(data) == [(0, 0x100000, 1), (0x100000, 0x1000, 2), (0x200000, 0x4700000, 1)]
+
+
+def test_boot_params_setup_data():
+    """The Jailhouse setup_data record is version 2, compatible 1, with our values."""
+    data = params(
+        cpus=[2, 5, 7], pci_mmconfig_base=0xB0000000, tsc_khz=2_000_000, apic_khz=1_000_000
+    )
+    record = jailhouse_record(data)
+    assert record["next"] == 0
+    assert record["type"] == 6  # SETUP_JAILHOUSE
+    assert record["len"] == 284  # hdr 4 + v1 276 + v2 4
+    assert record["version"] == 2
+    assert record["compatible"] == 1  # the kernel's JAILHOUSE_SETUP_REQUIRED_VERSION
+    assert record["pm_timer"] == 0x608
+    assert record["num_cpus"] == 3
+    assert record["cpu_ids"] == [2, 5, 7]
+    assert record["mmconfig"] == 0xB0000000
+    assert record["tsc"] == 2_000_000
+    assert record["apic"] == 1_000_000
+    assert record["ioapic"] == 1
+    assert record["flags"] == 0
+
+
+def test_boot_params_without_initrd():
+    """Without an initrd the ramdisk fields stay 0."""
+    data = params(initrd=None)
+    assert u32(data, RAMDISK_IMAGE) == u32(data, RAMDISK_SIZE) == 0
+
+
+def test_boot_params_loader_block():
+    """The loader block after the record holds the comm region address, 0 by default."""
+    offset = _x86.LOADER_BLOCK_OFFSET
+    assert offset % 8 == 0
+    assert offset >= 0x1000 + _x86.SETUP_DATA_SIZE
+    assert u64(params(), offset) == 0
+    assert u64(params(comm_region_address=0x100000), offset) == 0x100000
+
+
+def test_cmdline_at_the_limit():
+    """A command line of exactly cmdline_size bytes is accepted; one more is not."""
+    image = _x86.parse_bzimage(make_bzimage(cmdline_size=16))
+    params(image, cmdline=b"x" * 16)
+    with pytest.raises(BootError) as info:
+        params(image, cmdline=b"x" * 17)
+    assert info.value.field == "cmdline"
+    assert "at most 16" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"cmdline": b"a\0b"}, "cmdline"),
+        ({"initrd": (0x3000800, 0x1000)}, "initrd.address"),
+        ({"initrd": (0x7FFFF000, 0x2000)}, "initrd.address"),
+        ({"initrd": (0x3000000, 0)}, "initrd"),
+        ({"params_address": 0xF5800}, "params_address"),
+        ({"params_address": 0xFFFFF000}, "params_address"),
+        ({"cmdline_address": 0x1_0000_0000}, "cmdline_address"),
+        ({"ram": [(0, 0x200000), (0x100000, 0x1000)]}, "ram"),
+        ({"ram": []}, "ram"),
+        ({"ram": [(n * 0x1000, 0x1000) for n in range(129)]}, "ram"),
+        ({"cpus": []}, "cpus"),
+        ({"cpus": [1, 1]}, "cpus"),
+        ({"cpus": [256]}, "cpus"),
+        ({"cpus": list(range(256))}, "cpus"),
+        ({"pm_timer_address": 0x10000}, "pm_timer_address"),
+        ({"uarts": 0x10}, "uarts"),
+        ({"comm_region_address": 0xFFFFF800}, "comm_region_address"),
+    ],
+)
+def test_bad_boot_input_gives_one_error(overrides, field):
+    """Each impossible input gives a BootError naming the field."""
+    assert params_error(**overrides).field == field
+
+
+def test_initrd_above_initrd_addr_max_names_the_limit():
+    """An initrd ending above initrd_addr_max says where it ends and what the limit is."""
+    image = _x86.parse_bzimage(make_bzimage(initrd_addr_max=0x37FFFFFF))
+    with pytest.raises(BootError) as info:
+        params(image, initrd=(0x37FFF000, 0x2000))
+    assert "0x37ffffff" in str(info.value)
+    params(image, initrd=(0x37FFE000, 0x2000))  # ends exactly at the limit
+
+
+# --- boot_params from a cell config --------------------------------------------------
+
+
+def linux_cell():
+    """Return the x86 example Linux cell (loader RAM at 0, comm region at 1 MiB)."""
+    return example_cells("x86")["x86-linux"]
+
+
+def cell_params(cell=None, system=None, **overrides) -> bytes:
+    """Build boot params for a cell config."""
+    arguments = {
+        "params_address": PARAMS_AT,
+        "cmdline_address": CMDLINE_AT,
+        "cmdline": b"console=ttyS1",
+        "initrd": None,
+    }
+    arguments.update(overrides)
+    image = _x86.parse_bzimage(make_bzimage())
+    return _x86.boot_params_for_cell(image, cell or linux_cell(), system, **arguments)
+
+
+def test_cell_params_from_the_example_cell():
+    """RAM, comm region, CPUs, IOAPIC and UART come from the cell; platform from the system."""
+    system = example_system("x86")
+    cell = linux_cell()
+    data = cell_params(cell, system)
+    ram = [(r.virt_start, r.size, 1) for r in cell.mem_regions if r.is_ram]
+    comm = [(r.virt_start, r.size, 2) for r in cell.mem_regions if r.is_comm_region]
+    assert e820(data) == sorted(ram + comm)
+    record = jailhouse_record(data)
+    assert record["cpu_ids"] == sorted(cell.cpus)
+    assert record["pm_timer"] == system.platform.arch_info.pm_timer_address
+    assert record["mmconfig"] == system.platform.pci_mmconfig_base
+    assert record["ioapic"] == 1  # the example cell has the IOAPIC at 0xfec00000
+    assert record["flags"] == 0b10  # PIO 0x2f8/8 is UART 1
+    assert u64(data, _x86.LOADER_BLOCK_OFFSET) == 0x100000
+
+
+def test_cell_params_without_system_config():
+    """Without a system config the platform values are 0, for the loader to fill in."""
+    record = jailhouse_record(cell_params())
+    assert record["pm_timer"] == record["mmconfig"] == record["tsc"] == record["apic"] == 0
+
+
+def test_cell_params_overrides():
+    """APIC ids and the timer frequencies can be given instead of derived."""
+    data = cell_params(apic_ids=[4, 6], tsc_khz=3_000_000, apic_khz=25_000)
+    record = jailhouse_record(data)
+    assert record["cpu_ids"] == [4, 6]
+    assert (record["tsc"], record["apic"]) == (3_000_000, 25_000)
+
+
+def test_cell_params_uart_and_ioapic_detection():
+    """A PIO range covering all of 0x3f8..0x3ff grants UART 0; a partial one does not."""
+    cell = replace(linux_cell(), pio_regions=(PioRegion(0x3F0, 0x10), PioRegion(0x2E8, 4)))
+    assert jailhouse_record(cell_params(cell))["flags"] == 0b1
+    no_ioapic = replace(linux_cell(), irqchips=())
+    assert jailhouse_record(cell_params(no_ioapic))["ioapic"] == 0
+
+
+def test_cell_params_refuse_other_cells():
+    """An arm64 cell, or an x86 cell whose reset address the loader cannot use, is refused."""
+    arm = example_cells("arm64")["arm64-linux"]
+    with pytest.raises(BootError) as info:
+        cell_params(arm)
+    assert info.value.field == "cell.arch"
+    for address in (0x1000, 0x100000):
+        with pytest.raises(BootError) as info:
+            cell_params(replace(linux_cell(), cpu_reset_address=address))
+        assert info.value.field == "cpu_reset_address"

@@ -30,10 +30,11 @@ The plan places, in the cell's loadable RAM below 4 GiB (guest addresses):
    kernel decompresses in place inside that range.  ``kernel_entry`` is
    ``kernel_address + image.entry_64_offset``.  (Upstream loads the whole file at
    ``pref_address - payload_offset``, which puts the payload at the same place.)
-3. The boot parameters, ``build_boot_params(...)`` or ``boot_params_for_cell(...)``, at
-   ``params_address`` (4 KiB aligned): the zero page, then at ``params_address +
-   0x1000`` the Jailhouse setup_data record (:data:`SETUP_DATA_SIZE` bytes).  Nothing
-   else; the command line is a separate image.
+3. The boot parameters, ``boot_params_for_cell(...)`` (or ``build_boot_params(...)``),
+   :data:`PARAMS_IMAGE_SIZE` bytes at ``params_address`` (4 KiB aligned): the zero
+   page, at ``params_address + 0x1000`` the Jailhouse setup_data record, then a loader
+   block for :data:`X86_LOADER` (the comm region's address).  The command line is a
+   separate image.
 4. The command line, ``cmdline`` and a NUL, at ``cmdline_address``.
 5. The initrd, if any, at a page-aligned address with its end at or below
    ``image.initrd_addr_max + 1``.
@@ -52,13 +53,27 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
+from jailhouse.config.model import Arch, X86Platform
 from jailhouse.errors import BootError
 
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from jailhouse.config.model import CellConfig, SystemConfig
+
 __all__ = [
+    "BOOT_PARAMS_SIZE",
+    "LOADER_BLOCK_OFFSET",
+    "PARAMS_IMAGE_SIZE",
+    "SETUP_DATA_OFFSET",
+    "SETUP_DATA_SIZE",
     "XLF_KERNEL_64",
     "BzImage",
+    "boot_params_for_cell",
+    "build_boot_params",
+    "check_reset_address",
     "looks_like_bzimage",
     "parse_bzimage",
 ]
@@ -314,4 +329,356 @@ def parse_bzimage(data: bytes) -> BzImage:
         entry_64_offset=_ENTRY_64,
         setup_header=bytes(data[SETUP_HEADER_OFFSET:header_end]),
         file_size=len(data),
+    )
+
+
+# --- boot_params, the "zero page" (asm/bootparam.h, struct boot_params) -----------------
+
+BOOT_PARAMS_SIZE: Final = 0x1000
+"""Size of ``struct boot_params``."""
+SETUP_DATA_OFFSET: Final = BOOT_PARAMS_SIZE
+"""Offset of the Jailhouse setup_data record in :func:`build_boot_params`' output."""
+
+_FOUR_GIB: Final = 1 << 32
+_PAGE: Final = 0x1000
+_OFF_EXT_RAMDISK_IMAGE: Final = 0x0C0  # u32: bits 63..32 of ramdisk_image
+_OFF_EXT_RAMDISK_SIZE: Final = 0x0C4  # u32
+_OFF_EXT_CMD_LINE_PTR: Final = 0x0C8  # u32
+_OFF_E820_ENTRIES: Final = 0x1E8  # u8
+_OFF_E820_TABLE: Final = 0x2D0  # struct boot_e820_entry[128]: u64 addr, u64 size, u32 type
+_E820_ENTRY: Final = struct.Struct("<QQI")
+_E820_MAX: Final = 128  # E820_MAX_ENTRIES_ZEROPAGE
+E820_RAM: Final = 1
+"""e820 type of usable RAM."""
+E820_RESERVED: Final = 2
+"""e820 type of reserved memory (upstream gives the comm region this type)."""
+_LOADER_UNDEFINED: Final = 0xFF  # type_of_loader: "0xFF = undefined" (boot.rst)
+
+# struct setup_data (asm/setup_data.h): u64 next, u32 type, u32 len, then the payload.
+_SETUP_DATA_HEADER: Final = struct.Struct("<QII")
+SETUP_JAILHOUSE: Final = 6
+"""setup_data type of the Jailhouse record."""
+# struct jailhouse_setup_data, packed: hdr {u16 version, u16 compatible_version},
+# v1 {u16 pm_timer_address, u16 num_cpus, u64 pci_mmconfig_base, u32 tsc_khz,
+# u32 apic_khz, u8 standard_ioapic, u8 cpu_ids[255]}, v2 {u32 flags}.
+_JAILHOUSE_V1: Final = struct.Struct("<HHHHQIIB255s")
+_JAILHOUSE_V2_FLAGS: Final = struct.Struct("<I")
+_SETUP_VERSION: Final = 2  # v2 adds the UART flags (Linux 5.5 and later read them)
+_SETUP_COMPATIBLE_VERSION: Final = 1  # the kernel refuses anything but its REQUIRED_VERSION 1
+_MAX_CPUS: Final = 255
+SETUP_DATA_SIZE: Final = _SETUP_DATA_HEADER.size + _JAILHOUSE_V1.size + _JAILHOUSE_V2_FLAGS.size
+"""Size of the Jailhouse setup_data record, header included (16 + 284 bytes)."""
+
+_STANDARD_IOAPIC: Final = 0xFEC00000  # the address the kernel registers the IOAPIC at
+PLATFORM_UARTS: Final = (0x3F8, 0x2F8, 0x3E8, 0x2E8)
+"""Port bases of the PC UARTs; bit n of the setup_data flags grants UART n."""
+_UART_PORTS: Final = 8
+
+LOADER_BLOCK_OFFSET: Final = (SETUP_DATA_OFFSET + SETUP_DATA_SIZE + 7) // 8 * 8
+"""Offset of the loader block in :func:`build_boot_params`' output: one u64, the comm
+region's guest address (0 for none), which :data:`X86_LOADER` reads.  The kernel does
+not look past the setup_data record."""
+PARAMS_IMAGE_SIZE: Final = LOADER_BLOCK_OFFSET + 8
+"""Size of :func:`build_boot_params`' output: zero page, setup_data, loader block."""
+_COMM_REGION_SIZE: Final = 0x1000
+
+
+def check_reset_address(address: int) -> None:
+    """Check that :data:`X86_LOADER` can start at a cell's ``cpu_reset_address``.
+
+    The stub runs its first instructions in real mode and finds its own linear address
+    as ``CS * 16``; that holds when the reset address is 64 KiB aligned (so IP starts
+    at 0) and below 1 MiB (so the 16-bit CS selector encodes all of the base).
+
+    Raises:
+        BootError: ``cpu_reset_address`` is not such an address.
+    """
+    if address % 0x10000 or not 0 <= address < 0x100000:
+        raise BootError(
+            "cpu_reset_address",
+            address,
+            "the x86 Linux loader starts in real mode and needs a 64 KiB aligned reset "
+            "address below 1 MiB (upstream's jailhouse-cell-linux requires 0)",
+        )
+
+
+def _check_below_4g(field: str, address: int, size: int) -> None:
+    """Refuse a range the loader's identity map (the first 4 GiB) does not cover."""
+    if address < 0 or address + size > _FOUR_GIB:
+        raise BootError(
+            field,
+            address,
+            f"{size:#x} bytes there reach past 4 GiB; the loader identity-maps only the "
+            "first 4 GiB, and the kernel must reach this before it sets up its own tables",
+        )
+
+
+def _e820_table(
+    ram: Sequence[tuple[int, int]], reserved: Sequence[tuple[int, int]]
+) -> list[tuple[int, int, int]]:
+    """Return the e820 entries, sorted by address, after checking sizes and overlaps."""
+    entries = [(a, s, E820_RAM) for a, s in ram] + [(a, s, E820_RESERVED) for a, s in reserved]
+    entries.sort()
+    if not any(kind == E820_RAM for _, _, kind in entries):
+        raise BootError("ram", list(ram), "the kernel needs at least one RAM range")
+    if len(entries) > _E820_MAX:
+        raise BootError(
+            "ram", len(entries), f"the zero page holds at most {_E820_MAX} e820 entries"
+        )
+    end = 0
+    for address, size, kind in entries:
+        name = "ram" if kind == E820_RAM else "reserved"
+        if size <= 0 or address < 0:
+            raise BootError(name, (address, size), "an e820 range needs a positive size")
+        if address < end:
+            raise BootError(
+                name, (address, size), f"overlaps the range before it, which ends at {end:#x}"
+            )
+        end = address + size
+    return entries
+
+
+def _jailhouse_setup_data(
+    *,
+    cpus: Sequence[int],
+    pm_timer_address: int,
+    pci_mmconfig_base: int,
+    tsc_khz: int,
+    apic_khz: int,
+    standard_ioapic: bool,
+    uarts: int,
+) -> bytes:
+    """Pack the setup_data record of type SETUP_JAILHOUSE, version 2."""
+    if not cpus:
+        raise BootError("cpus", [], "the cell has no CPU to boot Linux on")
+    if len(cpus) > _MAX_CPUS:
+        raise BootError("cpus", len(cpus), f"the setup_data lists at most {_MAX_CPUS} CPUs")
+    if len(set(cpus)) != len(cpus):
+        raise BootError("cpus", list(cpus), "an APIC id is listed twice")
+    for apic_id in cpus:
+        if not 0 <= apic_id <= 0xFF:
+            raise BootError("cpus", apic_id, "setup_data holds 8-bit APIC ids (0..255)")
+    if not 0 <= pm_timer_address <= 0xFFFF:
+        raise BootError("pm_timer_address", pm_timer_address, "an I/O port is 16 bits")
+    for name, value in (("tsc_khz", tsc_khz), ("apic_khz", apic_khz)):
+        if not 0 <= value <= 0xFFFFFFFF:
+            raise BootError(name, value, "the field is 32 bits")
+    if not 0 <= uarts < 1 << len(PLATFORM_UARTS):
+        raise BootError("uarts", uarts, "bits 0..3 name the UARTs at 0x3f8, 0x2f8, 0x3e8, 0x2e8")
+    if not 0 <= pci_mmconfig_base < 1 << 64:
+        raise BootError("pci_mmconfig_base", pci_mmconfig_base, "the field is 64 bits")
+    body = _JAILHOUSE_V1.pack(
+        _SETUP_VERSION,
+        _SETUP_COMPATIBLE_VERSION,
+        pm_timer_address,
+        len(cpus),
+        pci_mmconfig_base,
+        tsc_khz,
+        apic_khz,
+        int(standard_ioapic),
+        bytes(cpus),
+    ) + _JAILHOUSE_V2_FLAGS.pack(uarts)
+    return _SETUP_DATA_HEADER.pack(0, SETUP_JAILHOUSE, len(body)) + body
+
+
+def build_boot_params(
+    image: BzImage,
+    *,
+    ram: Sequence[tuple[int, int]],
+    params_address: int,
+    cmdline_address: int,
+    cmdline: bytes,
+    initrd: tuple[int, int] | None,
+    cpus: Sequence[int],
+    pm_timer_address: int,
+    standard_ioapic: bool,
+    reserved: Sequence[tuple[int, int]] = (),
+    pci_mmconfig_base: int = 0,
+    tsc_khz: int = 0,
+    apic_khz: int = 0,
+    uarts: int = 0,
+    comm_region_address: int = 0,
+) -> bytes:
+    """Build the zero page, the Jailhouse setup_data record after it and a loader block.
+
+    The setup header is copied from the image and patched as boot.rst asks a boot
+    loader to: ``type_of_loader`` 0xff (undefined), ``loadflags`` with LOADED_HIGH and
+    without CAN_USE_HEAP and KEEP_SEGMENTS (no real-mode heap, no 32-bit entry),
+    ``cmd_line_ptr`` and ``ramdisk_image``/``ramdisk_size`` (their ``ext_`` high halves
+    too), ``setup_data`` pointing at the record at ``params_address + 0x1000``.
+
+    Args:
+        image: The parsed kernel.
+        ram: Usable RAM as (guest address, size) ranges: e820 type 1.
+        params_address: Guest address the result is loaded at; 4 KiB aligned.
+        cmdline_address: Guest address of the command line (loaded separately, with a
+            terminating NUL).
+        cmdline: The command line, without the NUL; at most ``image.cmdline_size`` bytes.
+        initrd: (guest address, size) of the initrd, or None.
+        cpus: APIC ids of the cell's CPUs (8-bit), for the kernel's CPU enumeration.
+        pm_timer_address: I/O port of the ACPI PM timer (0 for none).
+        standard_ioapic: Whether the cell has the IOAPIC at 0xfec00000, which the kernel
+            then registers (with the legacy UART IRQs 3 and 4 for setup_data v1).
+        reserved: Ranges to list as e820 type 2, such as the comm region.
+        pci_mmconfig_base: Base of the PCI MMCONFIG window (0 for none).
+        tsc_khz: TSC frequency; the kernel takes it as calibrated.
+        apic_khz: Local APIC timer frequency; the kernel skips calibration with it.
+        uarts: setup_data v2 flags: bit n grants the PC UART at ``PLATFORM_UARTS[n]``.
+        comm_region_address: Guest address of the cell's comm region, or 0.  When set,
+            :data:`X86_LOADER` fills each of ``pm_timer_address``,
+            ``pci_mmconfig_base``, ``tsc_khz`` and ``apic_khz`` that is 0 here from the
+            comm region, where the hypervisor put the values it runs with.
+
+    Returns:
+        :data:`PARAMS_IMAGE_SIZE` bytes: the zero page, at :data:`SETUP_DATA_OFFSET`
+        the setup_data record, at :data:`LOADER_BLOCK_OFFSET` the loader block.
+
+    Raises:
+        BootError: ``cmdline`` is too long or holds a NUL; ``initrd`` is unaligned,
+            empty or above ``initrd_addr_max``; an address is unaligned or not below
+            4 GiB; the e820 ranges overlap or are too many; a CPU list or a field does
+            not fit the setup_data.
+    """
+    if params_address % _PAGE:
+        raise BootError("params_address", params_address, "boot_params must be 4 KiB aligned")
+    _check_below_4g("params_address", params_address, BOOT_PARAMS_SIZE + SETUP_DATA_SIZE)
+    if len(cmdline) > image.cmdline_size:
+        raise BootError(
+            "cmdline",
+            cmdline.decode(errors="replace"),
+            f"{len(cmdline)} bytes, but this kernel reads at most {image.cmdline_size}",
+        )
+    if b"\0" in cmdline:
+        raise BootError("cmdline", cmdline.decode(errors="replace"), "the command line holds a NUL")
+    _check_below_4g("cmdline_address", cmdline_address, len(cmdline) + 1)
+    if initrd is not None:
+        initrd_address, initrd_size = initrd
+        if initrd_size <= 0:
+            raise BootError("initrd", initrd_size, "the initrd is empty")
+        if initrd_address % _PAGE:
+            raise BootError("initrd.address", initrd_address, "the initrd must be 4 KiB aligned")
+        last = initrd_address + initrd_size - 1
+        if last > image.initrd_addr_max:
+            raise BootError(
+                "initrd.address",
+                initrd_address,
+                f"the initrd ends at {last:#x}, above this kernel's initrd_addr_max "
+                f"{image.initrd_addr_max:#x}",
+            )
+        _check_below_4g("initrd.address", initrd_address, initrd_size)
+    else:
+        initrd_address = initrd_size = 0
+    if comm_region_address:
+        _check_below_4g("comm_region_address", comm_region_address, _COMM_REGION_SIZE)
+    entries = _e820_table(ram, reserved)
+    record = _jailhouse_setup_data(
+        cpus=cpus,
+        pm_timer_address=pm_timer_address,
+        pci_mmconfig_base=pci_mmconfig_base,
+        tsc_khz=tsc_khz,
+        apic_khz=apic_khz,
+        standard_ioapic=standard_ioapic,
+        uarts=uarts,
+    )
+
+    page = bytearray(BOOT_PARAMS_SIZE)  # boot.rst: start from zeros, copy only the header
+    page[SETUP_HEADER_OFFSET : SETUP_HEADER_OFFSET + len(image.setup_header)] = image.setup_header
+    page[_OFF_TYPE_OF_LOADER] = _LOADER_UNDEFINED
+    page[_OFF_LOADFLAGS] = (image.loadflags | LOADED_HIGH) & ~(CAN_USE_HEAP | KEEP_SEGMENTS)
+    struct.pack_into("<I", page, _OFF_CMD_LINE_PTR, cmdline_address & 0xFFFFFFFF)
+    struct.pack_into("<I", page, _OFF_EXT_CMD_LINE_PTR, cmdline_address >> 32)
+    struct.pack_into("<I", page, _OFF_RAMDISK_IMAGE, initrd_address & 0xFFFFFFFF)
+    struct.pack_into("<I", page, _OFF_EXT_RAMDISK_IMAGE, initrd_address >> 32)
+    struct.pack_into("<I", page, _OFF_RAMDISK_SIZE, initrd_size & 0xFFFFFFFF)
+    struct.pack_into("<I", page, _OFF_EXT_RAMDISK_SIZE, initrd_size >> 32)
+    struct.pack_into("<Q", page, _OFF_SETUP_DATA, params_address + SETUP_DATA_OFFSET)
+    page[_OFF_E820_ENTRIES] = len(entries)
+    for index, entry in enumerate(entries):
+        _E820_ENTRY.pack_into(page, _OFF_E820_TABLE + index * _E820_ENTRY.size, *entry)
+    loader_block = bytes(LOADER_BLOCK_OFFSET - SETUP_DATA_OFFSET - len(record))
+    loader_block += struct.pack("<Q", comm_region_address)
+    return bytes(page) + record + loader_block
+
+
+def _uart_flags(cell: CellConfig) -> int:
+    """Return the setup_data v2 UART bits for the PC UARTs the cell's PIO regions grant."""
+    flags = 0
+    for bit, base in enumerate(PLATFORM_UARTS):
+        for region in cell.pio_regions:
+            if region.base <= base and base + _UART_PORTS <= region.base + region.length:
+                flags |= 1 << bit
+    return flags
+
+
+def boot_params_for_cell(
+    image: BzImage,
+    cell: CellConfig,
+    system: SystemConfig | None = None,
+    *,
+    params_address: int,
+    cmdline_address: int,
+    cmdline: bytes,
+    initrd: tuple[int, int] | None,
+    apic_ids: Sequence[int] | None = None,
+    tsc_khz: int | None = None,
+    apic_khz: int | None = None,
+) -> bytes:
+    """Build the boot parameters for a cell from its config, as upstream's tool does.
+
+    Derived inputs: e820 RAM from the cell's RAM regions (read, write, execute and DMA;
+    not IO, comm region or root-shared), the comm region as reserved (as upstream
+    marks it); the CPUs' APIC ids from the cell's CPU set (Jailhouse numbers CPUs as the
+    root Linux does, which on most machines is the APIC id; pass ``apic_ids`` where it
+    is not); ``standard_ioapic`` when the cell has an irqchip at 0xfec00000; the UART
+    flags from PIO regions covering all 8 ports of a PC UART; the PM timer, PCI
+    MMCONFIG base and TSC and APIC timer frequencies from the system config.  Without a
+    system config those stay 0, and :data:`X86_LOADER` copies the values the
+    hypervisor put in the cell's comm region (its address goes in the loader block), as
+    upstream's loader does.
+
+    Args:
+        image: The parsed kernel.
+        cell: The cell config (arch x86).
+        system: The system config, for the platform values.
+        params_address: See :func:`build_boot_params`.
+        cmdline_address: See :func:`build_boot_params`.
+        cmdline: See :func:`build_boot_params`.
+        initrd: See :func:`build_boot_params`.
+        apic_ids: APIC ids to list instead of the CPU set's numbers.
+        tsc_khz: TSC frequency instead of the system config's.
+        apic_khz: APIC timer frequency instead of the system config's.
+
+    Returns:
+        The bytes to load at ``params_address``.
+
+    Raises:
+        BootError: The cell is not x86, its reset address does not suit the loader
+            (:func:`check_reset_address`), or :func:`build_boot_params` refuses.
+    """
+    if cell.arch != Arch.X86:
+        raise BootError("cell.arch", cell.arch.name, "an x86 bzImage boots in an x86 cell")
+    check_reset_address(cell.cpu_reset_address)
+    ram = [(r.virt_start, r.size) for r in cell.mem_regions if r.is_ram]
+    reserved = [(r.virt_start, r.size) for r in cell.mem_regions if r.is_comm_region]
+    comm = reserved[0][0] if reserved and reserved[0][0] + _COMM_REGION_SIZE <= _FOUR_GIB else 0
+    platform = system.platform if system is not None else None
+    x86 = platform.arch_info if platform is not None else None
+    if not isinstance(x86, X86Platform):
+        x86 = X86Platform()
+    return build_boot_params(
+        image,
+        ram=ram,
+        reserved=reserved,
+        params_address=params_address,
+        cmdline_address=cmdline_address,
+        cmdline=cmdline,
+        initrd=initrd,
+        cpus=sorted(cell.cpus) if apic_ids is None else list(apic_ids),
+        pm_timer_address=x86.pm_timer_address,
+        standard_ioapic=any(chip.address == _STANDARD_IOAPIC for chip in cell.irqchips),
+        pci_mmconfig_base=platform.pci_mmconfig_base if platform is not None else 0,
+        tsc_khz=x86.tsc_khz if tsc_khz is None else tsc_khz,
+        apic_khz=x86.apic_khz if apic_khz is None else apic_khz,
+        uarts=_uart_flags(cell),
+        comm_region_address=comm,
     )
