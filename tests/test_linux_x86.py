@@ -8,15 +8,22 @@ layout from ``arch/x86/include/uapi/asm/bootparam.h`` (its offset comments), and
 
 from __future__ import annotations
 
+import shutil
 import struct
+import subprocess
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import pytest
 
 from jailhouse.config.model import PioRegion
 from jailhouse.errors import BootError
 from jailhouse.examples import example_cells, example_system
+from jailhouse.inmates import default_load_address
 from jailhouse.linux import _x86
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 # boot.rst offsets, written out here independently of the module's constants.
 SETUP_SECTS = 0x1F1
@@ -428,3 +435,164 @@ def test_cell_params_refuse_other_cells():
         with pytest.raises(BootError) as info:
             cell_params(replace(linux_cell(), cpu_reset_address=address))
         assert info.value.field == "cpu_reset_address"
+
+
+# --- the loader stub -----------------------------------------------------------------
+
+needs_binutils = pytest.mark.skipif(
+    shutil.which("as") is None or shutil.which("objcopy") is None,
+    reason="GNU binutils for x86-64 (as, objcopy) are not installed",
+)
+
+
+def assemble(source: str, directory: Path) -> bytes:
+    """Assemble x86-64 GNU as source and return its .text section as raw bytes."""
+    (directory / "stub.S").write_text(source)
+    subprocess.run(["as", "--64", "-o", "stub.o", "stub.S"], cwd=directory, check=True)
+    relocations = subprocess.run(
+        ["readelf", "-r", "stub.o"], cwd=directory, check=True, capture_output=True, text=True
+    ).stdout
+    assert "There are no relocations" in relocations  # offsets only: runs at any base
+    subprocess.run(
+        ["objcopy", "-O", "binary", "-j", ".text", "stub.o", "stub.bin"],
+        cwd=directory,
+        check=True,
+    )
+    return (directory / "stub.bin").read_bytes()
+
+
+def symbols(directory: Path) -> dict[str, int]:
+    """Return the symbol table of the assembled stub.o, name to value."""
+    listing = subprocess.run(
+        ["nm", "stub.o"], cwd=directory, check=True, capture_output=True, text=True
+    ).stdout
+    return {
+        name: int(value, 16) for value, _, name in (line.split() for line in listing.splitlines())
+    }
+
+
+@needs_binutils
+def test_loader_bytes_are_the_source_assembled(tmp_path):
+    """The stub's committed bytes are exactly what GNU as makes of the committed source."""
+    assert assemble(_x86.X86_LOADER_SOURCE, tmp_path) == _x86.X86_LOADER.code
+
+
+@needs_binutils
+def test_loader_layout_matches_the_module(tmp_path):
+    """Entry, parameter block, page tables and params offsets agree with the module."""
+    assemble(_x86.X86_LOADER_SOURCE, tmp_path)
+    names = symbols(tmp_path)
+    loader = _x86.X86_LOADER
+    assert names["_start"] == loader.entry_offset == 0
+    assert names["params"] == loader.params_offset
+    assert loader.load_address is None  # goes at the cell's cpu_reset_address
+    assert loader.arch.name == "X86"
+    assert len(loader.code) == 0x7000
+    assert names["PML4"] % 0x1000 == 0
+    assert names["PD"] + 4 * 0x1000 == len(loader.code)  # 4 directories: 2048 x 2 MiB
+    # The offsets the 64-bit code uses inside the params image are the module's.
+    assert names["SETUP_DATA"] == _x86.SETUP_DATA_OFFSET + 16  # after struct setup_data
+    assert names["LOADER_BLOCK"] == _x86.LOADER_BLOCK_OFFSET
+    # boot.rst: __BOOT_CS is 0x10 and __BOOT_DS is 0x18.
+    assert (names["CS64"], names["DS"]) == (0x10, 0x18)
+    # Its code and data stay below its first page, which is also the kernel's stack.
+    assert len(loader.code[: names["PML4"]].rstrip(b"\0")) < 0x400
+
+
+def test_loader_with_params_fills_the_block():
+    """with_params writes the kernel entry and boot_params address where the stub reads."""
+    image = _x86.X86_LOADER.with_params(0x1000200, 0xF5000)
+    offset = _x86.X86_LOADER.params_offset
+    assert struct.unpack_from("<QQ", image, offset) == (0x1000200, 0xF5000)
+    assert len(image) == len(_x86.X86_LOADER.code)
+    assert image[:offset] == _x86.X86_LOADER.code[:offset]
+
+
+def test_loader_fits_the_example_cell():
+    """The stub fits at the example Linux cell's reset address, inside one 64 KiB segment."""
+    cell = linux_cell()
+    _x86.check_reset_address(cell.cpu_reset_address)
+    assert default_load_address(cell, len(_x86.X86_LOADER.code)) == cell.cpu_reset_address
+
+
+def disassemble(code: bytes, directory: Path, machine: str, start: int, stop: int) -> str:
+    """Disassemble part of a flat binary with objdump, for one CPU mode."""
+    (directory / "flat.bin").write_bytes(code)
+    return subprocess.run(
+        [
+            "objdump",
+            "-D",
+            "-b",
+            "binary",
+            "-m",
+            machine,
+            f"--start-address={start:#x}",
+            f"--stop-address={stop:#x}",
+            "flat.bin",
+        ],
+        cwd=directory,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+
+
+@needs_binutils
+@pytest.mark.skipif(shutil.which("objdump") is None, reason="objdump is not installed")
+def test_loader_mode_switches(tmp_path):
+    """objdump, in each mode's decoding, finds the steps of the switch in order."""
+    assemble(_x86.X86_LOADER_SOURCE, tmp_path)
+    names = symbols(tmp_path)
+    code = _x86.X86_LOADER.code
+    real = disassemble(code, tmp_path, "i8086", 0, names["start32"])
+    protected = disassemble(code, tmp_path, "i386", names["start32"], names["start64"])
+    long_mode = disassemble(code, tmp_path, "i386:x86-64", names["start64"], names["gdt"])
+
+    def in_order(text: str, *steps: str) -> None:
+        position = 0
+        for step in steps:
+            found = text.find(step, position)
+            assert found >= 0, f"{step!r} missing or out of order in:\n{text}"
+            position = found + len(step)
+
+    in_order(
+        real,
+        "cli",
+        "xchg   %al,",
+        "lgdtl",
+        "mov    %cr0,%eax",
+        "or     $0x1,%al",
+        "mov    %eax,%cr0",
+        "ljmpl  *",
+        "hlt",
+    )
+    in_order(
+        protected,
+        "mov    %eax,%ss",
+        "loop",
+        "loop",
+        "or     $0x20,%eax",
+        "mov    %eax,%cr4",
+        "mov    %eax,%cr3",
+        "mov    $0x2ff,%ecx",
+        "wrmsr",
+        "mov    $0xc0000080,%ecx",
+        "or     $0x100,%eax",
+        "wrmsr",
+        "mov    $0x80010033,%eax",
+        "mov    %eax,%cr0",
+        "ljmp   *",
+    )
+    in_order(
+        long_mode,
+        "mov    %ebx,%ebx",
+        f"mov    {names['params']:#x}(%rbx),%rax",
+        f"mov    {names['params'] + 8:#x}(%rbx),%rsi",
+        "xor    %ebp,%ebp",
+        "xor    %edi,%edi",
+        "xor    %ebx,%ebx",
+        "jmp    *%rax",
+    )
+    # The GDT holds flat descriptors: 32-bit code, 64-bit code (L=1), data.
+    gdt = struct.unpack_from("<4Q", code, names["gdt"])
+    assert gdt == (0, 0x00CF9B000000FFFF, 0x00AF9B000000FFFF, 0x00CF93000000FFFF)

@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Final
 
 from jailhouse.config.model import Arch, X86Platform
 from jailhouse.errors import BootError
+from jailhouse.linux._loader import LoaderStub
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -69,6 +70,8 @@ __all__ = [
     "PARAMS_IMAGE_SIZE",
     "SETUP_DATA_OFFSET",
     "SETUP_DATA_SIZE",
+    "X86_LOADER",
+    "X86_LOADER_SOURCE",
     "XLF_KERNEL_64",
     "BzImage",
     "boot_params_for_cell",
@@ -682,3 +685,220 @@ def boot_params_for_cell(
         uarts=_uart_flags(cell),
         comm_region_address=comm,
     )
+
+
+# --- the loader stub ---------------------------------------------------------------------
+
+X86_LOADER_SOURCE: Final = """\
+# python-jailhouse x86 Linux loader stub.  GNU as, AT&T syntax; assemble with
+#   as --64 -o stub.o stub.S && objcopy -O binary -j .text stub.o stub.bin
+# All addresses are offsets from _start (no relocations); the stub finds its
+# linear address at run time as CS * 16.
+#
+# Layout (offsets from the load address = the cell's cpu_reset_address):
+#   0x0000  code, GDT, far pointers, claim byte, parameter block
+#   0x1000  PML4            } identity map of the first 4 GiB with 2 MiB
+#   0x2000  PDPT (4 used)   } pages, written at run time
+#   0x3000  4 page directories (2048 entries)
+#   0x7000  end
+# The first page below 0x1000 is also the stack the kernel is entered with.
+
+	.set	PML4, 0x1000
+	.set	PDPT, 0x2000
+	.set	PD, 0x3000
+	.set	SETUP_DATA, 0x1010	# struct jailhouse_setup_data in the params image
+	.set	LOADER_BLOCK, 0x1130	# u64 comm region address in the params image
+	.set	CS32, 0x08
+	.set	CS64, 0x10		# __BOOT_CS
+	.set	DS, 0x18		# __BOOT_DS
+
+	.text
+	.code16
+	.globl	_start
+_start:
+	cli
+	cld
+	mov	%cs, %ax
+	mov	%ax, %ds		# real mode: labels are DS offsets
+	movzwl	%ax, %ebx
+	shl	$4, %ebx		# ebx = linear address of _start
+	mov	$1, %al
+	xchg	%al, claim - _start	# xchg with memory is atomic
+	test	%al, %al
+	jnz	park			# another CPU of the cell boots Linux
+	addl	%ebx, gdt_desc + 2 - _start	# make the pointers linear
+	addl	%ebx, far32 - _start
+	addl	%ebx, far64 - _start
+	lgdtl	gdt_desc - _start
+	mov	%cr0, %eax
+	or	$0x1, %al		# CR0.PE
+	mov	%eax, %cr0
+	ljmpl	*far32 - _start
+park:
+	cli
+	hlt
+	jmp	park
+
+	.code32
+start32:
+	mov	$DS, %eax
+	mov	%eax, %ds
+	mov	%eax, %es
+	mov	%eax, %ss
+	mov	%eax, %fs
+	mov	%eax, %gs
+	lea	PDPT + 0x3(%ebx), %eax	# present, writable
+	mov	%eax, PML4(%ebx)
+	movl	$0, PML4 + 4(%ebx)
+	lea	PDPT(%ebx), %edi
+	lea	PD + 0x3(%ebx), %eax
+	mov	$4, %ecx
+1:	mov	%eax, (%edi)
+	movl	$0, 4(%edi)
+	add	$0x1000, %eax
+	add	$8, %edi
+	loop	1b
+	lea	PD(%ebx), %edi
+	mov	$0x83, %eax		# present, writable, 2 MiB page
+	mov	$2048, %ecx
+2:	mov	%eax, (%edi)
+	movl	$0, 4(%edi)
+	add	$0x200000, %eax
+	add	$8, %edi
+	loop	2b
+	mov	%cr4, %eax
+	or	$0x20, %eax		# CR4.PAE
+	mov	%eax, %cr4
+	lea	PML4(%ebx), %eax
+	mov	%eax, %cr3
+	mov	$0x2ff, %ecx		# IA32_MTRR_DEF_TYPE: enable the MTRRs
+	rdmsr				# (Jailhouse resets it disabled: all uncached)
+	or	$0x800, %eax
+	wrmsr
+	mov	$0xc0000080, %ecx	# IA32_EFER.LME
+	rdmsr
+	or	$0x100, %eax
+	wrmsr
+	mov	$0x80010033, %eax	# CR0: PG, WP, NE, ET, MP, PE; CD and NW clear
+	mov	%eax, %cr0
+	ljmpl	*far64 - _start(%ebx)
+
+	.code64
+start64:
+	mov	%ebx, %ebx		# upper halves are undefined after the switch
+	lea	0x1000(%rbx), %rsp
+	mov	params - _start(%rbx), %rax	# kernel entry
+	mov	params + 8 - _start(%rbx), %rsi	# boot_params
+	mov	LOADER_BLOCK(%rsi), %rdx	# comm region, or 0
+	test	%rdx, %rdx
+	jz	boot
+	cmpl	$0x4f43484a, (%rdx)	# "JHCO"
+	jne	boot
+	cmpw	$0x4d4d, 4(%rdx)	# "MM"
+	jne	boot
+	cmpw	$2, 6(%rdx)		# comm region ABI revision 2
+	jne	boot
+	lea	SETUP_DATA(%rsi), %rdi
+	cmpw	$0, 4(%rdi)		# pm_timer_address <- comm 64
+	jne	3f
+	mov	64(%rdx), %cx
+	mov	%cx, 4(%rdi)
+3:	cmpq	$0, 8(%rdi)		# pci_mmconfig_base <- comm 56
+	jne	4f
+	mov	56(%rdx), %rcx
+	mov	%rcx, 8(%rdi)
+4:	cmpl	$0, 16(%rdi)		# tsc_khz <- comm 68
+	jne	5f
+	mov	68(%rdx), %ecx
+	mov	%ecx, 16(%rdi)
+5:	cmpl	$0, 20(%rdi)		# apic_khz <- comm 72
+	jne	boot
+	mov	72(%rdx), %ecx
+	mov	%ecx, 20(%rdi)
+boot:
+	xor	%ebp, %ebp
+	xor	%edi, %edi
+	xor	%ebx, %ebx
+	xor	%ecx, %ecx
+	xor	%edx, %edx
+	jmp	*%rax
+
+	.balign	8, 0
+gdt:
+	.quad	0
+	.quad	0x00cf9b000000ffff	# 0x08: 32-bit code, flat 4 GiB
+	.quad	0x00af9b000000ffff	# 0x10: 64-bit code
+	.quad	0x00cf93000000ffff	# 0x18: data, flat 4 GiB
+gdt_end:
+gdt_desc:
+	.word	gdt_end - gdt - 1
+	.long	gdt - _start
+far32:
+	.long	start32 - _start
+	.word	CS32
+far64:
+	.long	start64 - _start
+	.word	CS64
+claim:
+	.byte	0
+	.balign	8, 0
+params:
+	.quad	0			# kernel 64-bit entry address
+	.quad	0			# boot_params address
+	.balign	0x1000, 0
+	.fill	0x6000, 1, 0		# page tables
+"""
+"""GNU assembler source of :data:`X86_LOADER` (x86-64 binutils; see its first lines)."""
+
+# The stub's bytes up to the last non-zero one, as GNU as 2.40 assembles the source
+# above (``tests/test_linux_x86.py`` reassembles it and compares); the rest of the
+# image is zeros: the rest of the first page, then the page-table pages.
+_X86_LOADER_HEAD: Final = bytes.fromhex(
+    "fafc8cc88ed8660fb7d866c1e304b0018606a20184c0752266011e920166011e"
+    "960166011e9c01660f011690010f20c00c010f22c066ff2e9601faf4ebfcb818"
+    "0000008ed88ec08ed08ee08ee88d8303200000898300100000c7830410000000"
+    "0000008dbb002000008d8303300000b9040000008907c7470400000000050010"
+    "000083c708e2ed8dbb00300000b883000000b9000800008907c7470400000000"
+    "050000200083c708e2ed0f20e083c8200f22e08d83001000000f22d8b9ff0200"
+    "000f320d000800000f30b9800000c00f320d000100000f30b8330001800f22c0"
+    "ffab9c01000089db488da300100000488b83a8010000488bb3b0010000488b96"
+    "301100004885d27454813a4a48434f754c66817a044d4d754466837a0602753d"
+    "488dbe1010000066837f04007508668b4a4066894f0448837f08007508488b4a"
+    "3848894f08837f100075068b4a44894f10837f140075068b4a48894f1431ed31"
+    "ff31db31c931d2ffe0000000000000000000000000000000ffff0000009bcf00"
+    "ffff0000009baf00ffff00000093cf001f00700100003e0000000800e6000000"
+    "10"
+)
+_X86_LOADER_SIZE: Final = 0x7000
+_X86_LOADER_PARAMS: Final = 0x1A8  # the "params" label
+
+X86_LOADER: Final = LoaderStub(
+    arch=Arch.X86,
+    code=_X86_LOADER_HEAD + bytes(_X86_LOADER_SIZE - len(_X86_LOADER_HEAD)),
+    entry_offset=0,
+    params_offset=_X86_LOADER_PARAMS,
+)
+"""Our x86 Linux loader: real mode at the reset address to the kernel's 64-bit entry.
+
+Load it at ``cpu_reset_address`` (:func:`check_reset_address`); it is 28 KiB: code and
+data in the first page, then the PML4, PDPT and four page directories it fills at run
+time to identity-map the first 4 GiB with 2 MiB pages.  What it does, on each CPU of the
+cell (Jailhouse starts them all at the reset address, in real mode):
+
+1. ``cli; cld``; DS = CS; its linear address is CS * 16.  The first CPU to swap a 1
+   into its claim byte goes on; the others ``cli; hlt`` until Linux sends them
+   INIT/SIPI.
+2. Makes its GDT pointer and far pointers linear, loads the GDT (0x08 flat 32-bit
+   code, 0x10 64-bit code = ``__BOOT_CS``, 0x18 flat data = ``__BOOT_DS``), sets
+   CR0.PE and far-jumps to 32-bit code.
+3. Loads DS, ES, SS, FS, GS with 0x18; writes the page tables; sets CR4.PAE and CR3;
+   enables the MTRRs (``IA32_MTRR_DEF_TYPE.E``: Jailhouse resets it off, which makes
+   the guest's memory uncached) and ``IA32_EFER.LME``; writes CR0 = PG | WP | NE | ET |
+   MP | PE (caching on: Jailhouse resets CR0 with CD and NW); far-jumps to 64-bit code.
+4. Takes the kernel entry and the ``boot_params`` address from its parameter block,
+   sets RSP to the end of its first page, and when the params image's loader block
+   names a comm region that carries ``JHCOMM`` revision 2, fills each of
+   ``pm_timer_address``, ``pci_mmconfig_base``, ``tsc_khz``, ``apic_khz`` in the
+   setup_data record that is still 0 from it (comm region offsets 64, 56, 68, 72).
+5. Clears RBP, RDI, RBX, RCX, RDX and jumps to the kernel with RSI = ``boot_params``.
+"""
