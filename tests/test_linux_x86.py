@@ -596,3 +596,155 @@ def test_loader_mode_switches(tmp_path):
     # The GDT holds flat descriptors: 32-bit code, 64-bit code (L=1), data.
     gdt = struct.unpack_from("<4Q", code, names["gdt"])
     assert gdt == (0, 0x00CF9B000000FFFF, 0x00AF9B000000FFFF, 0x00CF93000000FFFF)
+
+
+# --- the loader stub, run ------------------------------------------------------------
+# QEMU's x86 CPU resets as Jailhouse resets a cell's CPU: real mode, CR0 = CD | NW | ET.
+# A 64 KiB "BIOS" far-jumps from the reset vector to 1000:0000, which gives the state a
+# cell with cpu_reset_address 0x10000 starts in (CS base 0x10000, IP 0); the stub, the
+# params image, a fake comm region and a fake kernel are put in RAM by QEMU's generic
+# loader device.  The fake kernel checks the entry state the 64-bit boot protocol
+# promises and reports through the isa-debug-exit port: exit status (code << 1) | 1.
+
+STUB_AT = 0x10000
+RUN_PARAMS_AT = 0x20000
+COMM_AT = 0x30000
+KERNEL_AT = 0x200000
+OK = 0x10
+
+FAKE_BIOS = """\
+	.code16
+	.org	0xfff0
+	ljmp	$0x1000, $0
+	.org	0x10000
+"""
+
+FAKE_KERNEL = f"""\
+	.code64
+	.org	0x200			# the 64-bit entry
+	mov	$1, %al
+	mov	${RUN_PARAMS_AT:#x}, %rcx
+	cmp	%rcx, %rsi		# rsi = boot_params
+	jne	fail
+	mov	$2, %al
+	test	%rdi, %rdi
+	jnz	fail
+	mov	$3, %al
+	test	%rbp, %rbp
+	jnz	fail
+	mov	$4, %al
+	test	%rbx, %rbx
+	jnz	fail
+	mov	$5, %al
+	mov	%cs, %ecx
+	cmp	$0x10, %ecx		# __BOOT_CS
+	jne	fail
+	mov	$6, %al
+	mov	%ss, %ecx
+	cmp	$0x18, %ecx		# __BOOT_DS
+	jne	fail
+	mov	$7, %al
+	mov	%ds, %ecx
+	cmp	$0x18, %ecx
+	jne	fail
+	mov	$8, %al
+	pushfq				# also: the stack works
+	pop	%rcx
+	test	$0x200, %ecx		# IF clear
+	jnz	fail
+	mov	$9, %al
+	mov	%cr0, %rcx
+	test	$0x60000000, %ecx	# CD and NW clear: caches on
+	jnz	fail
+	mov	$10, %al
+	mov	${RUN_PARAMS_AT + 0x1010:#x}, %rdx	# struct jailhouse_setup_data
+	cmpl	$1234, 16(%rdx)		# tsc_khz given: kept
+	jne	fail
+	mov	$11, %al
+	cmpl	$25000, 20(%rdx)	# apic_khz 0: taken from the comm region
+	jne	fail
+	mov	$12, %al
+	cmpw	$0x608, 4(%rdx)		# pm_timer_address 0: taken from the comm region
+	jne	fail
+	mov	$13, %al
+	mov	$0xb0000000, %ecx
+	cmp	%rcx, 8(%rdx)		# pci_mmconfig_base 0: taken from the comm region
+	jne	fail
+	mov	$14, %al
+	mov	$0xfffff000, %edx	# the top of the 4 GiB identity map (a #PF would
+	mov	(%rdx), %ecx		# triple-fault, and QEMU exits 0 with -no-reboot)
+	mov	${OK:#x}, %al
+fail:
+	out	%al, $0xf4
+1:	hlt
+	jmp	1b
+"""
+
+
+def fake_comm_region() -> bytes:
+    """Return a comm region as the hypervisor fills it (revision 2, x86 part)."""
+    region = bytearray(0x1000)
+    region[0:8] = b"JHCOMM" + struct.pack("<H", 2)  # signature, ABI revision
+    struct.pack_into("<Q", region, 56, 0xB0000000)  # pci_mmconfig_base
+    struct.pack_into("<HHII", region, 64, 0x608, 2, 9999, 25000)  # pm_timer, cpus, kHz
+    return bytes(region)
+
+
+def run_in_qemu(directory: Path, images: dict[str, tuple[int, bytes]]) -> int | None:
+    """Boot the fake BIOS with ``images`` in RAM; return the fake kernel's report code."""
+    assemble(FAKE_BIOS, directory)
+    (directory / "stub.bin").rename(directory / "bios.bin")
+    assemble(FAKE_KERNEL, directory)
+    kernel = (directory / "stub.bin").read_bytes()
+    devices: list[str] = []
+    for name, (address, data) in {**images, "kernel.bin": (KERNEL_AT, kernel)}.items():
+        (directory / name).write_bytes(data)
+        devices += ["-device", f"loader,file={directory / name},addr={address:#x},force-raw=on"]
+    run = subprocess.run(
+        [
+            "qemu-system-x86_64",
+            *("-machine", "pc", "-accel", "tcg", "-cpu", "qemu64", "-m", "64"),
+            *("-display", "none", "-serial", "none", "-monitor", "none", "-no-reboot"),
+            *("-bios", str(directory / "bios.bin")),
+            *("-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"),
+            *devices,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return run.returncode >> 1 if run.returncode & 1 else None
+
+
+needs_qemu = pytest.mark.skipif(
+    shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86_64 is not installed"
+)
+
+
+@needs_binutils
+@needs_qemu
+def test_loader_boots_a_fake_kernel_in_qemu(tmp_path):
+    """The stub, run by an emulated CPU from reset, enters the kernel as boot.rst asks."""
+    boot = params(
+        params_address=RUN_PARAMS_AT, pm_timer_address=0, tsc_khz=1234, comm_region_address=COMM_AT
+    )
+    images = {
+        "loader.bin": (STUB_AT, _x86.X86_LOADER.with_params(KERNEL_AT + 0x200, RUN_PARAMS_AT)),
+        "params.bin": (RUN_PARAMS_AT, boot),
+        "comm.bin": (COMM_AT, fake_comm_region()),
+    }
+    assert run_in_qemu(tmp_path, images) == OK
+
+
+@needs_binutils
+@needs_qemu
+def test_fake_kernel_notices_a_wrong_entry_state(tmp_path):
+    """The QEMU check can fail: a wrong boot_params address is reported as check 1."""
+    boot = params(params_address=RUN_PARAMS_AT, comm_region_address=COMM_AT)
+    images = {
+        "loader.bin": (STUB_AT, _x86.X86_LOADER.with_params(KERNEL_AT + 0x200, 0x21000)),
+        "params.bin": (RUN_PARAMS_AT, boot),
+        "comm.bin": (COMM_AT, fake_comm_region()),
+    }
+    assert run_in_qemu(tmp_path, images) == 1
