@@ -690,7 +690,9 @@ def fake_comm_region() -> bytes:
     return bytes(region)
 
 
-def run_in_qemu(directory: Path, images: dict[str, tuple[int, bytes]]) -> int | None:
+def run_in_qemu(
+    directory: Path, images: dict[str, tuple[int, bytes]], timeout: float = 120
+) -> int | None:
     """Boot the fake BIOS with ``images`` in RAM; return the fake kernel's report code."""
     assemble(FAKE_BIOS, directory)
     (directory / "stub.bin").rename(directory / "bios.bin")
@@ -711,7 +713,7 @@ def run_in_qemu(directory: Path, images: dict[str, tuple[int, bytes]]) -> int | 
         ],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         check=False,
     )
     return run.returncode >> 1 if run.returncode & 1 else None
@@ -748,3 +750,46 @@ def test_fake_kernel_notices_a_wrong_entry_state(tmp_path):
         "comm.bin": (COMM_AT, fake_comm_region()),
     }
     assert run_in_qemu(tmp_path, images) == 1
+
+
+@needs_binutils
+@needs_qemu
+def test_loader_parks_a_cpu_that_finds_the_boot_claimed(tmp_path):
+    """A CPU that finds the claim byte taken halts in the stub and never enters the kernel."""
+    (tmp_path / "symbols").mkdir()
+    assemble(_x86.X86_LOADER_SOURCE, tmp_path / "symbols")
+    claim = symbols(tmp_path / "symbols")["claim"]
+    loader = bytearray(_x86.X86_LOADER.with_params(KERNEL_AT + 0x200, RUN_PARAMS_AT))
+    loader[claim] = 1  # as another CPU of the cell leaves it
+    images = {
+        "loader.bin": (STUB_AT, bytes(loader)),
+        "params.bin": (RUN_PARAMS_AT, params(params_address=RUN_PARAMS_AT)),
+    }
+    with pytest.raises(subprocess.TimeoutExpired):  # halted with interrupts off: no exit
+        run_in_qemu(tmp_path, images, timeout=3)
+
+
+def test_kernel_address_prefers_pref_address():
+    """The kernel goes at pref_address when its init_size fits there."""
+    image = _x86.parse_bzimage(make_bzimage(pref_address=0x1000000, init_size=0x800000))
+    assert _x86.kernel_footprint(image) == 0x800000
+    assert _x86.kernel_address(image, 0x200000, 0x4900000) == 0x1000000
+
+
+def test_kernel_address_relocates_to_an_aligned_address():
+    """A relocatable kernel whose pref_address is outside the range goes at an aligned start."""
+    image = _x86.parse_bzimage(make_bzimage(pref_address=0x1000000, init_size=0x800000))
+    assert _x86.kernel_address(image, 0x40100000, 0x41000000) == 0x40200000
+
+
+def test_kernel_address_refuses_a_range_too_small():
+    """No room for init_size bytes anywhere gives kernel.size, naming the need."""
+    image = _x86.parse_bzimage(make_bzimage(pref_address=0x1000000, init_size=0x800000))
+    with pytest.raises(BootError) as info:
+        _x86.kernel_address(image, 0x200000, 0x900000)
+    assert info.value.field == "kernel.size"
+    assert "0x800000" in str(info.value)
+    fixed = bytearray(make_bzimage(pref_address=0x1000000))
+    fixed[RELOCATABLE] = 0
+    with pytest.raises(BootError):
+        _x86.kernel_address(_x86.parse_bzimage(bytes(fixed)), 0x40000000, 0x50000000)

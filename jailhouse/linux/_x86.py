@@ -20,14 +20,15 @@ Contract for the load plan (branch ``linux``)
 The plan places, in the cell's loadable RAM below 4 GiB (guest addresses):
 
 1. :data:`X86_LOADER` at ``cell.cpu_reset_address`` (``load_address`` is None and the
-   entry is offset 0).  It occupies ``len(X86_LOADER.code)`` bytes (page tables
-   included, see below) and needs ``cpu_reset_address`` 64 KiB aligned and below 1 MiB
+   entry is offset 0).  It occupies ``len(X86_LOADER.code)`` bytes (28 KiB, its page
+   tables included) and needs ``cpu_reset_address`` 64 KiB aligned and below 1 MiB
    (:func:`check_reset_address`; upstream cells use 0).  Its parameter block is filled
    with ``X86_LOADER.with_params(kernel_entry, params_address)``.
-2. The protected-mode kernel, ``data[image.payload_offset:][:image.payload_size]``, at a
-   ``kernel_address`` aligned to ``image.kernel_alignment`` (``image.pref_address`` when
-   that fits, as upstream does), with ``image.init_size`` bytes free from there: the
-   kernel decompresses in place inside that range.  ``kernel_entry`` is
+2. The protected-mode kernel, ``data[image.payload_offset:][:image.payload_size]``, at
+   ``kernel_address(image, start, end)`` of a free range (``image.pref_address`` when
+   it fits, as upstream does, else an address aligned to ``image.kernel_alignment``),
+   with ``kernel_footprint(image)`` (``init_size``) bytes kept free from there: the
+   kernel decompresses inside that range.  ``kernel_entry`` is
    ``kernel_address + image.entry_64_offset``.  (Upstream loads the whole file at
    ``pref_address - payload_offset``, which puts the payload at the same place.)
 3. The boot parameters, ``boot_params_for_cell(...)`` (or ``build_boot_params(...)``),
@@ -39,8 +40,12 @@ The plan places, in the cell's loadable RAM below 4 GiB (guest addresses):
 5. The initrd, if any, at a page-aligned address with its end at or below
    ``image.initrd_addr_max + 1``.
 
-None of these may overlap; each lies in one WRITE+LOADABLE region.  The identity map
-covers the first 4 GiB, so everything the kernel is handed must be below 4 GiB.
+None of these may overlap (the kernel's whole footprint counts); each lies in one
+WRITE+LOADABLE region.  The identity map covers the first 4 GiB, so everything the
+kernel is handed must be below 4 GiB.  Upstream's layout, which fits the example cell
+(:mod:`jailhouse.examples`, 1 MiB of loader RAM at 0 and the comm region at 1 MiB):
+stub at 0, params at 0xf5000, command line at 0xf7000, kernel at
+``pref_address`` in the large RAM, initrd page-aligned after the kernel's footprint.
 
 Every CPU of an x86 non-root cell starts at the reset address: Jailhouse resets each
 CPU of the cell with the BSP pseudo-SIPI (``arch_reset_cpu``), in real mode, ``CS.base
@@ -77,6 +82,8 @@ __all__ = [
     "boot_params_for_cell",
     "build_boot_params",
     "check_reset_address",
+    "kernel_address",
+    "kernel_footprint",
     "looks_like_bzimage",
     "parse_bzimage",
 ]
@@ -332,6 +339,42 @@ def parse_bzimage(data: bytes) -> BzImage:
         entry_64_offset=_ENTRY_64,
         setup_header=bytes(data[SETUP_HEADER_OFFSET:header_end]),
         file_size=len(data),
+    )
+
+
+def kernel_footprint(image: BzImage) -> int:
+    """Return how many bytes from its load address the kernel uses while it starts.
+
+    boot.rst: ``init_size`` is "the amount of linear contiguous memory starting at the
+    kernel runtime start address that the kernel needs before it is capable of
+    examining its memory map"; it covers the payload itself, which is never larger.
+    """
+    return max(image.init_size, image.payload_size)
+
+
+def kernel_address(image: BzImage, start: int, end: int) -> int:
+    """Choose where the protected-mode kernel goes inside the free range ``[start, end)``.
+
+    ``pref_address`` when the kernel's :func:`kernel_footprint` fits there (as upstream
+    loads it); otherwise, for a relocatable kernel, the lowest address at or above
+    ``start`` aligned to ``kernel_alignment`` where it fits.
+
+    Raises:
+        BootError: ``kernel.size``: the kernel fits nowhere in the range.
+    """
+    size = kernel_footprint(image)
+    if start <= image.pref_address and image.pref_address + size <= end:
+        return image.pref_address
+    if image.relocatable_kernel:
+        align = image.kernel_alignment
+        address = (start + align - 1) // align * align
+        if address + size <= end:
+            return address
+    where = "at pref_address" if not image.relocatable_kernel else "at any aligned address"
+    raise BootError(
+        "kernel.size",
+        size,
+        f"the kernel needs {size:#x} bytes (init_size) {where} in {start:#x}..{end:#x}",
     )
 
 
