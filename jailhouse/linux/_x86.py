@@ -42,7 +42,7 @@ The plan places, in the cell's loadable RAM below 4 GiB (guest addresses):
 
 None of these may overlap (the kernel's whole footprint counts); each lies in one
 WRITE+LOADABLE region.  The identity map covers the first 4 GiB, so everything the
-kernel is handed must be below 4 GiB.  Upstream's layout, which fits the example cell
+kernel is handed must be below 4 GiB.  A layout like upstream's, which fits the example cell
 (:mod:`jailhouse.examples`, 1 MiB of loader RAM at 0 and the comm region at 1 MiB):
 stub at 0, params at 0xf5000, command line at 0xf7000, kernel at
 ``pref_address`` in the large RAM, initrd page-aligned after the kernel's footprint.
@@ -84,6 +84,7 @@ __all__ = [
     "check_reset_address",
     "kernel_address",
     "kernel_footprint",
+    "looks_like_arm64_image",
     "looks_like_bzimage",
     "parse_bzimage",
 ]
