@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import inspect
@@ -148,11 +149,20 @@ def test_every_missing_method_raises_no_support(conn: jv.virConnect) -> None:
 
 
 def test_absent_object_kinds_exist_and_never_come_back(conn: jv.virConnect) -> None:
-    """Network and storage classes exist for annotations; their lookups are NO_SUPPORT."""
+    """Network and storage classes exist for annotations; none is listed, lookups are NO_SUPPORT."""
     assert issubclass(jv.virNetwork, object)
+    assert conn.listAllNetworks() == conn.listAllStoragePools(0) == conn.listSecrets() == []
+    assert conn.numOfNetworks() == 0
+    dom = conn.defineXML(XML.format(name="plain"))
+    assert (dom.snapshotNum(), dom.hasManagedSaveImage(0), dom.listAllSnapshots()) == (0, 0, [])
+    assert dom.numaParameters() == {
+        "numa_mode": jv.VIR_DOMAIN_NUMATUNE_MEM_STRICT,
+        "numa_nodeset": "",
+    }
+    assert (conn.setKeepAlive(5, 3), conn.isSecure(), conn.isEncrypted()) == (1, 1, 0)
     for call in (
         lambda: conn.networkLookupByName("default"),
-        conn.listAllStoragePools,
+        lambda: conn.storagePoolLookupByName("default"),
         lambda: conn.secretLookupByUUIDString("x"),
     ):
         with pytest.raises(jv.libvirtError) as info:
@@ -640,3 +650,43 @@ def test_open_auth_and_legacy_names(board: tuple[str, Path]) -> None:
         dom = conn.createLinux(XML.format(name="legacy"), 0)
         assert dom.isActive() == 1
         assert dom.isPersistent() == 0
+
+
+@pytest.mark.libvirt
+def test_libvirtaio_drives_the_events(
+    board: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """libvirt-python's own asyncio adapter runs the facade's events, with the facade as libvirt."""
+    _libvirt()
+    monkeypatch.setitem(sys.modules, "libvirt", jv)
+    monkeypatch.delitem(sys.modules, "libvirtaio", raising=False)
+    import importlib
+
+    libvirtaio = importlib.import_module("libvirtaio")
+    events: list[tuple[str, int, int]] = []
+
+    async def scenario() -> None:
+        libvirtaio.virEventRegisterAsyncIOImpl()
+        with jv.open(board[0]) as conn:
+            conn.domainEventRegisterAny(
+                None,
+                jv.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+                lambda _c, d, e, det, op: op.append((d.name(), e, det)),
+                events,
+            )
+            dom = conn.defineXML(XML.format(name="async"))
+            dom.create()
+            deadline = time.monotonic() + WAIT
+            while len(events) < 2 and time.monotonic() < deadline:  # noqa: ASYNC110 - polls a list
+                await asyncio.sleep(0.05)
+        await libvirtaio.getCurrentImpl().drain()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        jv.virEventRegisterDefaultImpl()
+        sys.modules.pop("libvirtaio", None)  # bound to the facade: never leave it for others
+    assert events[:2] == [
+        ("async", jv.VIR_DOMAIN_EVENT_DEFINED, jv.VIR_DOMAIN_EVENT_DEFINED_ADDED),
+        ("async", jv.VIR_DOMAIN_EVENT_STARTED, jv.VIR_DOMAIN_EVENT_STARTED_BOOTED),
+    ]

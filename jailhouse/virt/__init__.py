@@ -91,6 +91,8 @@ from jailhouse.virt._events import (
     virEventUpdateHandle,
     virEventUpdateTimeout,
 )
+from jailhouse.virt._events import EventCB as _EventCB  # noqa: F401 - libvirtaio's annotations
+from jailhouse.virt._events import TimerCB as _TimerCB  # noqa: F401
 from jailhouse.virt._host import getVersion, virInitialize
 from jailhouse.virt._libvirt_api import CONSTANTS as _CONSTANTS
 from jailhouse.virt._libvirt_api import FUNCTIONS as _FUNCTIONS

@@ -48,22 +48,23 @@ import select
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from jailhouse.virt import _constants as c
 from jailhouse.virt._errors import make_error
 from jailhouse.virt._libvirt_api import CONSTANTS
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from jailhouse.virt._api import virConnect, virDomain
     from jailhouse.virt._driver import DomainView, Driver
 
 __all__ = [
     "EVENT_POLL_MS",
     "ConnectEvents",
+    "EventCB",
+    "TimerCB",
     "add_timeout",
     "remove_timeout",
     "virEventAddHandle",
@@ -80,6 +81,12 @@ __all__ = [
 
 EVENT_POLL_MS: Final = 250
 """How often a connection with event registrations reads the store and sysfs (ms)."""
+
+_T = TypeVar("_T")
+EventCB = Callable[[int, int, int, _T], None]
+"""A handle callback, ``cb(watch, fd, events, opaque)`` (libvirt-python's ``_EventCB``)."""
+TimerCB = Callable[[int, _T], None]
+"""A timer callback, ``cb(timer, opaque)`` (libvirt-python's ``_TimerCB``)."""
 
 
 def _k(name: str) -> int:

@@ -11,6 +11,14 @@
   a cell config is binary: the text is the config's base64, or the path of a ``.cell``
   file (``FromNative`` only).
 - ``createLinux`` is libvirt's old name of ``createXML``.
+- Objects a Jailhouse host does not have: listing networks, storage pools, node devices,
+  secrets, interfaces or network filters gives ``[]`` and counting them 0 (there are
+  none); a domain has no snapshots, checkpoints or managed save image.  Looking one up
+  raises ``VIR_ERR_NO_SUPPORT``.
+- ``setKeepAlive()`` returns 1, libvirt's answer when the other side does not do
+  keepalives: there is no daemon connection to keep alive.  ``isSecure()`` is 1 (a
+  local connection), ``isEncrypted()`` 0, ``getSecurityModel()`` ``["", ""]`` (no
+  security driver labels cells).
 """
 
 # ruff: noqa: N802, N803 - method and argument names are libvirt-python's
@@ -20,7 +28,7 @@ from __future__ import annotations
 import base64
 import binascii
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from jailhouse.virt import _constants as c
 from jailhouse.virt._driver import check_flags
@@ -28,12 +36,53 @@ from jailhouse.virt._errors import make_error
 
 if TYPE_CHECKING:
     import os
+    from collections.abc import Callable
 
     from jailhouse.config.model import SystemConfig
     from jailhouse.virt._api import virDomain
     from jailhouse.virt._driver import DomainView, Driver
 
 __all__ = ["NATIVE_FORMAT", "ConnectHabits", "DomainHabits", "autostart_path"]
+
+_EMPTY_LISTS: Final = {
+    "listAllDevices": "virConnectListAllNodeDevices",
+    "listAllInterfaces": "virConnectListAllInterfaces",
+    "listAllNWFilterBindings": "virConnectListAllNWFilterBindings",
+    "listAllNWFilters": "virConnectListAllNWFilters",
+    "listAllNetworks": "virConnectListAllNetworks",
+    "listAllSecrets": "virConnectListAllSecrets",
+    "listAllStoragePools": "virConnectListAllStoragePools",
+    "listDefinedInterfaces": "virConnectListDefinedInterfaces",
+    "listDefinedNetworks": "virConnectListDefinedNetworks",
+    "listDefinedStoragePools": "virConnectListDefinedStoragePools",
+    "listDevices": "virNodeListDevices",
+    "listInterfaces": "virConnectListInterfaces",
+    "listNWFilters": "virConnectListNWFilters",
+    "listNetworks": "virConnectListNetworks",
+    "listSecrets": "virConnectListSecrets",
+    "listStoragePools": "virConnectListStoragePools",
+}
+_ZERO_COUNTS: Final = {
+    "numOfDefinedInterfaces": "virConnectNumOfDefinedInterfaces",
+    "numOfDefinedNetworks": "virConnectNumOfDefinedNetworks",
+    "numOfDefinedStoragePools": "virConnectNumOfDefinedStoragePools",
+    "numOfDevices": "virNodeNumOfDevices",
+    "numOfInterfaces": "virConnectNumOfInterfaces",
+    "numOfNWFilters": "virConnectNumOfNWFilters",
+    "numOfNetworks": "virConnectNumOfNetworks",
+    "numOfSecrets": "virConnectNumOfSecrets",
+    "numOfStoragePools": "virConnectNumOfStoragePools",
+}
+_DOMAIN_EMPTY_LISTS: Final = {
+    "listAllSnapshots": "virDomainListAllSnapshots",
+    "listAllCheckpoints": "virDomainListAllCheckpoints",
+    "snapshotListNames": "virDomainSnapshotListNames",
+}
+_DOMAIN_ZEROS: Final = {
+    "snapshotNum": "virDomainSnapshotNum",
+    "hasCurrentSnapshot": "virDomainHasCurrentSnapshot",
+    "hasManagedSaveImage": "virDomainHasManagedSaveImage",
+}
 
 NATIVE_FORMAT: Final = "jailhouse-config"
 """The native format name of a Jailhouse cell config."""
@@ -163,6 +212,49 @@ class ConnectHabits:
             raise first_error
         return started
 
+    def setKeepAlive(self, interval: int, count: int) -> int:
+        """Return 1: there is no daemon connection to send keepalives on."""
+        del interval, count
+        self._live("virConnectSetKeepAlive")
+        return 1
+
+    def isEncrypted(self) -> int:
+        """Return 0: a local connection is not encrypted (nothing travels)."""
+        self._live("virConnectIsEncrypted")
+        return 0
+
+    def isSecure(self) -> int:
+        """Return 1: a local connection cannot be eavesdropped."""
+        self._live("virConnectIsSecure")
+        return 1
+
+    def getSecurityModel(self) -> list[str]:
+        """Return ``["", ""]``: no security driver labels cells."""
+        self._live("virNodeGetSecurityModel")
+        return ["", ""]
+
+
+def _answer(name: str, function: str, value: Callable[[], Any], *, on_domain: bool) -> Any:  # noqa: ANN401 - a method
+    what = "domain" if on_domain else "host"
+
+    def method(self: Any, *args: object, **kwargs: object) -> Any:  # noqa: ANN401 - any arguments
+        del args, kwargs
+        if on_domain:
+            self._view(function)
+        else:
+            self._live(function)
+        return value()
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = f"Return {value()!r}: a Jailhouse {what} has none ({function})."
+    return method
+
+
+for _name, _function in _EMPTY_LISTS.items():
+    setattr(ConnectHabits, _name, _answer(_name, _function, list, on_domain=False))
+for _name, _function in _ZERO_COUNTS.items():
+    setattr(ConnectHabits, _name, _answer(_name, _function, int, on_domain=False))
+
 
 class DomainHabits:
     """The habits half of ``virDomain`` (a mixin)."""
@@ -201,3 +293,22 @@ class DomainHabits:
         else:
             path.unlink(missing_ok=True)
         return 0
+
+    def numaParameters(self, flags: int = 0) -> dict[str, Any]:
+        """Return libvirt's answer for a domain without a NUMA policy (strict, no nodeset).
+
+        A cell's memory is the physical memory its config names; nothing moves it.
+        """
+        check_flags(
+            flags,
+            c.VIR_DOMAIN_AFFECT_LIVE | c.VIR_DOMAIN_AFFECT_CONFIG,
+            "virDomainGetNumaParameters",
+        )
+        self._view("virDomainGetNumaParameters")
+        return {"numa_mode": 0, "numa_nodeset": ""}  # VIR_DOMAIN_NUMATUNE_MEM_STRICT
+
+
+for _name, _function in _DOMAIN_EMPTY_LISTS.items():
+    setattr(DomainHabits, _name, _answer(_name, _function, list, on_domain=True))
+for _name, _function in _DOMAIN_ZEROS.items():
+    setattr(DomainHabits, _name, _answer(_name, _function, int, on_domain=True))
