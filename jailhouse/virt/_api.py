@@ -48,6 +48,8 @@ STORE_ENV: Final = "JAILHOUSE_DOMAINS_DIR"
 DEFAULT_STORE: Final = Path("/var/lib/jailhouse/domains")
 """The store directory of ``jailhouse:///system``."""
 _DEFAULT_URI: Final = "jailhouse:///system"
+_LIBVIRT_URI_ENV: Final = "LIBVIRT_DEFAULT_URI"
+"""libvirt's variable; used when it names one of our schemes, so libvirt programs run unchanged."""
 _T = TypeVar("_T")
 _UUID_TEXT: Final = re.compile(
     r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
@@ -137,7 +139,8 @@ def open(name: str | None = None) -> virConnect:  # noqa: A001 - libvirt-python'
     parameter is the hypervisor's (:func:`jailhouse.open`).
 
     Args:
-        name: The URI; by default ``$JAILHOUSE_URI``, else ``jailhouse:///system``.
+        name: The URI; by default ``$JAILHOUSE_URI``, else ``$LIBVIRT_DEFAULT_URI`` when
+            it is a ``sim:`` or ``jailhouse:`` URI, else ``jailhouse:///system``.
 
     Raises:
         libvirtError: ``VIR_ERR_NO_CONNECT`` for an unknown scheme,
@@ -173,7 +176,9 @@ def openAuth(name: str | None, auth: object = None, flags: int = 0) -> virConnec
 
 
 def _open_driver(name: str | None, *, readonly: bool) -> Driver:
-    uri = name or os.environ.get(URI_ENV) or _DEFAULT_URI
+    libvirt_uri = os.environ.get(_LIBVIRT_URI_ENV, "")
+    ours = libvirt_uri if libvirt_uri.startswith(("sim:", "jailhouse:")) else None
+    uri = name or os.environ.get(URI_ENV) or ours or _DEFAULT_URI
     parts = urlsplit(uri)
     if parts.scheme not in {"sim", "jailhouse"}:
         raise make_error(c.VIR_ERR_NO_CONNECT, uri, domain=c.VIR_FROM_NONE)
