@@ -640,6 +640,19 @@ def test_native_config_translation(conn: jv.virConnect, tmp_path: Path) -> None:
     assert info.value.get_error_code() == jv.VIR_ERR_CONFIG_UNSUPPORTED
 
 
+def test_open_none_takes_libvirt_default_uri(
+    board: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """open(None) uses $LIBVIRT_DEFAULT_URI when it is ours, as libvirt programs expect."""
+    monkeypatch.delenv("JAILHOUSE_URI", raising=False)
+    monkeypatch.setenv("LIBVIRT_DEFAULT_URI", board[0])
+    with jv.openReadOnly(None) as conn:
+        assert conn.getURI() == board[0]
+    monkeypatch.setenv("JAILHOUSE_URI", f"{board[0]}&domains={board[1] / 'other'}")
+    with jv.openReadOnly(None) as conn:
+        assert conn.getURI().endswith("/other")
+
+
 def test_open_auth_and_legacy_names(board: tuple[str, Path]) -> None:
     """openAuth() honours VIR_CONNECT_RO; createLinux() is createXML()."""
     with jv.openAuth(board[0], [[jv.VIR_CRED_AUTHNAME], None, None], jv.VIR_CONNECT_RO) as ro:

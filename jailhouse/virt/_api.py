@@ -177,8 +177,8 @@ def openAuth(name: str | None, auth: object = None, flags: int = 0) -> virConnec
 
 def _open_driver(name: str | None, *, readonly: bool) -> Driver:
     libvirt_uri = os.environ.get(_LIBVIRT_URI_ENV, "")
-    ours = libvirt_uri if libvirt_uri.startswith(("sim:", "jailhouse:")) else None
-    uri = name or os.environ.get(URI_ENV) or ours or _DEFAULT_URI
+    from_libvirt = libvirt_uri if libvirt_uri.startswith(("sim:", "jailhouse:")) else None
+    uri = name or os.environ.get(URI_ENV) or from_libvirt or _DEFAULT_URI
     parts = urlsplit(uri)
     if parts.scheme not in {"sim", "jailhouse"}:
         raise make_error(c.VIR_ERR_NO_CONNECT, uri, domain=c.VIR_FROM_NONE)

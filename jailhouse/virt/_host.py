@@ -9,8 +9,9 @@ Everything is read from the connection's sysfs root (``/sys``, or the simulator'
   the host is one node holding every CPU and ``proc/meminfo``'s memory.
 - CPU time: ``proc/stat``; memory: ``proc/meminfo`` (the host) or the node's ``meminfo``.
 
-A CPU given to a cell is offline to Linux: :meth:`ConnectHost.getCPUMap` shows it as
-offline, and Linux keeps no time for it.
+On hardware the driver takes a cell's CPUs offline in Linux, so
+:meth:`ConnectHost.getCPUMap` shows them offline and ``proc/stat`` has no time for them
+(the simulator keeps them online).
 """
 
 # ruff: noqa: N802, N803 - method and argument names are libvirt-python's
@@ -419,7 +420,7 @@ class ConnectHost:
         return {"total": info.get("MemTotal", 0), "free": info.get("MemFree", 0)}
 
     def getCPUMap(self, flags: int = 0) -> tuple[int, list[bool], int]:
-        """Return ``(cpus, [online per CPU], online count)``; a cell's CPUs are offline to Linux."""
+        """Return ``(cpus, [online per CPU], online count)``, as Linux has them online."""
         _driver, root = self._sys_root("virNodeGetCPUMap")
         check_flags(flags, 0, "virNodeGetCPUMap")
         topo = topology(root)
