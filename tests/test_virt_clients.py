@@ -552,7 +552,11 @@ def test_crash_and_pause_events(conn: jv.virConnect, board: tuple[str, Path]) ->
     _wait_for(
         events, ("fragile", jv.VIR_DOMAIN_EVENT_RESUMED, jv.VIR_DOMAIN_EVENT_RESUMED_UNPAUSED)
     )
-    dom.destroy()
+    dom.shutdown()
+    dom.destroy()  # after a shutdown: libvirt's STOPPED/SHUTDOWN, not DESTROYED
+    _wait_for(
+        events, ("fragile", jv.VIR_DOMAIN_EVENT_STOPPED, jv.VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN)
+    )
     SimHost(board[1]).script_cell("fragile", on_start="fail")
     dom.create()
     _wait_for(

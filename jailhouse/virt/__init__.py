@@ -53,6 +53,20 @@ Mapping:
   move a cell off the machine whose CPUs and memory it owns.  ``suspend()`` does too.
 - Domain XML needs the system config the hypervisor was enabled with, to place cells:
   ``?system=PATH`` in the URI or :meth:`virConnect.setSystemConfig`.
+
+For programs written for libvirt-python:
+
+- Every public name of libvirt-python is here (generated, see ``_gen``); a call the
+  facade does not implement raises ``VIR_ERR_NO_SUPPORT`` naming its C function.
+- Host information (``getCapabilities``, ``getInfo``, ``getCPUMap`` ...) comes from the
+  connection's sysfs root (``_host``); stats records carry the cell's exit counters as
+  ``vm.exits.*`` (``_stats``).
+- ``openConsole`` attaches a :class:`virStream` to the hypervisor console, the only
+  console a Jailhouse host has (``_stream``).
+- Lifecycle events reach callbacks on the registered event loop from any process: each
+  connection with registrations reads the store and sysfs every :data:`EVENT_POLL_MS`
+  (``_events``).
+- ``setAutostart`` is honoured by :meth:`virConnect.enableHypervisor` (``_habits``).
 """
 
 from __future__ import annotations

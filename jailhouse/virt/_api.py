@@ -224,8 +224,9 @@ class virConnect(  # noqa: N801 - libvirt-python's name
 
     Get one from :func:`open`.  Methods keep libvirt-python's names, arguments, return
     values and errors (:class:`libvirtError` with libvirt's codes).  Beyond libvirt:
-    :meth:`systemConfig`, :meth:`setSystemConfig`, and the ``job`` keyword of
-    :meth:`createXML` (progress and cancellation, see :mod:`jailhouse.jobs`).
+    :meth:`systemConfig`, :meth:`setSystemConfig`, :meth:`enableHypervisor`, and the
+    ``job`` keyword of :meth:`createXML` (progress and cancellation, see
+    :mod:`jailhouse.jobs`).
 
     ``close()`` may be called again (libvirt raises ``VIR_ERR_INVALID_CONN`` then);
     every other call on a closed connection raises ``VIR_ERR_INVALID_CONN``.

@@ -492,7 +492,7 @@ class _Watcher:
         self.timer = add_timeout(EVENT_POLL_MS, self._tick, None)
 
     def _read(self) -> dict[str, _Seen]:
-        return {view.uuid: _seen(view) for view in self.driver.domains()}
+        return {view.uuid: _seen(view) for view in self.driver.domains(statistics=False)}
 
     def _tick(self, _timer: int, _opaque: object) -> None:
         from jailhouse.virt._api import virDomain  # noqa: PLC0415 - avoid a cycle
