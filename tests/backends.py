@@ -164,6 +164,7 @@ class Backend:
         arch: The host's architecture.
         open_device: Opens another file of the same device (a fresh console position,
             as a new ``open()`` of ``/dev/jailhouse`` has); the caller closes it.
+        uri: The URI that opens this backend's device again (``jailhouse.open``).
     """
 
     name: str
@@ -171,6 +172,7 @@ class Backend:
     host: SimHost
     arch: Arch
     open_device: Callable[[], Device]
+    uri: str = ""
 
     def system(self, cpus: frozenset[int] | None = None, *, console: bool = True) -> SystemConfig:
         """Return a system config for this host (see :func:`system_config`)."""
@@ -201,7 +203,7 @@ def _sim_backend(root: Path, arch: Arch, cpus: int) -> Iterator[Backend]:
     """Run the hypervisor on the simulator's in-process FakeDevice."""
     host = SimHost(root, arch=arch, cpus=cpus)
     with Hypervisor(host.device()) as hv:
-        yield Backend("sim", hv, host, arch, host.device)
+        yield Backend("sim", hv, host, arch, host.device, f"sim://{root}")
 
 
 @contextmanager
@@ -215,7 +217,7 @@ def _fuse_backend(root: Path, arch: Arch, cpus: int) -> Iterator[Backend]:
         pytest.skip(f"FUSE backend: {reason}")
     host = SimHost(root, arch=arch, cpus=cpus)
     with FuseDevice(root, root.parent / "mnt") as fuse, jailhouse.open(fuse.uri) as hv:
-        yield Backend("fuse", hv, host, arch, fuse.open_device)
+        yield Backend("fuse", hv, host, arch, fuse.open_device, fuse.uri)
 
 
 BACKENDS: dict[str, tuple[BackendFactory, tuple[MarkDecorator, ...]]] = {

@@ -66,12 +66,20 @@ def register(verbs: Verbs) -> None:
     p = verbs.add(
         "console",
         _console,
-        help="print the hypervisor console (-f: follow until Ctrl-C)",
+        help="print the hypervisor console (-f: follow until Ctrl-C; DOMAIN: attach, ^] ends)",
         description="Print the hypervisor console (what this open of the device has not "
         "read yet, which is everything on a fresh start).  With -f, keep printing what "
-        "the hypervisor writes until Ctrl-C, which exits 0.",
-        examples=["jhctl console", "jhctl console -f", "jhctl console --json | jq -r .text"],
+        "the hypervisor writes until Ctrl-C, which exits 0.  With DOMAIN, attach to the "
+        "domain's console as virsh does, until Ctrl-] or the domain stops: on a Jailhouse "
+        "host that is the hypervisor console too, with what every cell prints.",
+        examples=[
+            "jhctl console",
+            "jhctl console -f",
+            "jhctl console --json | jq -r .text",
+            "jhctl console demo",
+        ],
     )
+    p.add_argument("domain", nargs="?", metavar="DOMAIN", help="a domain: id, UUID or name")
     p.add_argument("-f", "--follow", action="store_true", help="follow until Ctrl-C")
     _register_cell(verbs)
 
@@ -194,6 +202,12 @@ def _status(_args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _console(args: argparse.Namespace, ctx: Context) -> int:
+    if args.domain is not None:
+        if ctx.json:
+            raise CliError("console DOMAIN: prints text as it comes; it does not take --json")
+        from jailhouse.cli._virsh import console_domain  # noqa: PLC0415
+
+        return console_domain(args.domain, ctx)
     if args.follow and ctx.json:
         raise CliError("console: --follow prints text as it comes; it does not take --json")
     with ctx.connect() as hv:

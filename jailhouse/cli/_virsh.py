@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from jailhouse.jobs import Job, JobProgress
     from jailhouse.virt import virConnect, virDomain
 
-__all__ = ["register"]
+__all__ = ["console_domain", "register"]
 
 # virsh's words for states (tools/virsh-domain-monitor.c, virshDomainStateToString)
 _STATES: Final = {
@@ -138,7 +138,39 @@ def register(verbs: Verbs) -> None:
     )
     _domain_arg(p)
     p.add_argument("--inactive", action="store_true", help="print the definition")
+    _register_host(verbs)
     _register_apply(verbs)
+
+
+def _register_host(verbs: Verbs) -> None:
+    verbs.add(
+        "nodeinfo",
+        _nodeinfo,
+        help="show the host's CPUs, NUMA nodes and memory (virsh nodeinfo)",
+        examples=["jhctl nodeinfo", "jhctl nodeinfo --json"],
+    )
+    verbs.add(
+        "capabilities",
+        _capabilities,
+        help="print the host's capabilities XML: CPU topology, NUMA cells, the jailhouse guest",
+        examples=["jhctl capabilities"],
+    )
+    verbs.add(
+        "domcapabilities",
+        _domcapabilities,
+        help="print the domain capabilities XML of jailhouse domains",
+        examples=["jhctl domcapabilities"],
+    )
+    p = verbs.add(
+        "domstats",
+        _domstats,
+        help="print the stats records of domains: state, vCPUs, memory, exit counters",
+        description="Print libvirt's stats records (getAllDomainStats): state, balloon "
+        "(the cell's RAM), vcpu, and the cell's exits to the hypervisor as vm.exits.* "
+        "(summed) and vm.vcpu.N.exits.* (per vCPU).  Without DOMAIN: every domain.",
+        examples=["jhctl domstats", "jhctl domstats demo --json"],
+    )
+    p.add_argument("domains", nargs="*", metavar="DOMAIN", help="id, UUID or name")
 
 
 def _register_apply(verbs: Verbs) -> None:
@@ -465,6 +497,7 @@ def _dominfo(args: argparse.Namespace, ctx: Context) -> int:
         info = dom.info()
         state = dom.state()
         updated = bool(dom.isUpdated())
+        autostart = dom.autostart()
     words, reason = _state_words(state)
     current = view.current
     cpus = (
@@ -486,7 +519,7 @@ def _dominfo(args: argparse.Namespace, ctx: Context) -> int:
         "max_memory_kib": info[1],
         "used_memory_kib": info[2],
         "persistent": view.persistent is not None,
-        "autostart": False,
+        "autostart": bool(autostart),
         "cell_cpus": sorted(cpus),
         "boot": boot,
         "updated": updated,
@@ -501,7 +534,7 @@ def _dominfo(args: argparse.Namespace, ctx: Context) -> int:
         ("Max memory", f"{info[1]} KiB"),
         ("Used memory", f"{info[2]} KiB"),
         ("Persistent", "yes" if view.persistent is not None else "no"),
-        ("Autostart", "disable"),
+        ("Autostart", "enable" if autostart else "disable"),
         ("Cell CPUs", format_cpus(cpus) or "-"),
         ("Boot", boot),
     ]
@@ -519,6 +552,163 @@ def _dumpxml(args: argparse.Namespace, ctx: Context) -> int:
         xml = dom.XMLDesc(VIR_DOMAIN_XML_INACTIVE if args.inactive else 0)
     ctx.emit({"name": dom.name(), "uuid": dom.UUIDString(), "xml": xml}, xml.rstrip("\n"))
     return EXIT_OK
+
+
+_NODEINFO_LABELS: Final = (
+    "CPU model",
+    "CPU(s)",
+    "CPU frequency",
+    "CPU socket(s)",
+    "Core(s) per socket",
+    "Thread(s) per core",
+    "NUMA cell(s)",
+    "Memory size",
+)
+
+
+def _nodeinfo(_args: argparse.Namespace, ctx: Context) -> int:
+    with _Session(ctx) as conn:
+        model, memory_mib, cpus, mhz, nodes, sockets, cores, threads = conn.getInfo()
+    doc = {
+        "model": model,
+        "cpus": cpus,
+        "mhz": mhz,
+        "sockets": sockets,
+        "cores_per_socket": cores,
+        "threads_per_core": threads,
+        "numa_cells": nodes,
+        "memory_kib": int(str(memory_mib)) * 1024,
+    }
+    values = [
+        str(model),
+        str(cpus),
+        f"{mhz} MHz",
+        str(sockets),
+        str(cores),
+        str(threads),
+        str(nodes),
+        f"{doc['memory_kib']} KiB",
+    ]
+    text = "\n".join(
+        f"{label + ':':<20}{value}" for label, value in zip(_NODEINFO_LABELS, values, strict=True)
+    )
+    ctx.emit(doc, text)
+    return EXIT_OK
+
+
+def _capabilities(_args: argparse.Namespace, ctx: Context) -> int:
+    with _Session(ctx) as conn:
+        xml = conn.getCapabilities()
+    ctx.emit({"xml": xml}, xml.rstrip("\n"))
+    return EXIT_OK
+
+
+def _domcapabilities(_args: argparse.Namespace, ctx: Context) -> int:
+    with _Session(ctx) as conn:
+        xml = conn.getDomainCapabilities()
+    ctx.emit({"xml": xml}, xml.rstrip("\n"))
+    return EXIT_OK
+
+
+def _domstats(args: argparse.Namespace, ctx: Context) -> int:
+    with _Session(ctx) as conn:
+        if args.domains:
+            doms = [_lookup(conn, text) for text in args.domains]
+            records = conn.domainListGetStats(doms)
+        else:
+            records = conn.getAllDomainStats()
+    doc = [{"name": dom.name(), "stats": record} for dom, record in records]
+    blocks = [
+        "\n".join(
+            [f"Domain: '{dom.name()}'", *(f"  {key}={value}" for key, value in record.items())]
+        )
+        for dom, record in records
+    ]
+    ctx.emit(doc, "\n\n".join(blocks))
+    return EXIT_OK
+
+
+_ESCAPE: Final = b"\x1d"
+"""Ctrl-], virsh's escape character: it ends ``jhctl console DOMAIN``."""
+
+
+def console_domain(domain: str, ctx: Context) -> int:
+    """Attach to a domain's console (the hypervisor's) until Ctrl-] or the domain stops.
+
+    Prints what the console holds and then what comes, as ``virsh console`` does; input
+    is read only to see Ctrl-] (the hypervisor console takes none).  On a terminal the
+    input is switched to cbreak mode for the session.
+    """
+    import codecs  # noqa: PLC0415
+    import os  # noqa: PLC0415
+    import select  # noqa: PLC0415
+
+    import jailhouse.virt as libvirt  # noqa: PLC0415
+
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    with _Session(ctx) as conn:
+        dom = _lookup(conn, domain)
+        stream = conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
+        dom.openConsole(None, stream, 0)
+        ctx.stderr.write(f"Connected to domain '{dom.name()}'\nEscape character is ^] (Ctrl + ])\n")
+        ctx.stderr.flush()
+        stdin = _stdin_fd()
+        with _cbreak(stdin):
+            try:
+                while True:
+                    data = stream.recv(4096)
+                    if data == b"":
+                        ctx.stderr.write(f"\ndomain '{dom.name()}' is no longer active\n")
+                        break
+                    if isinstance(data, bytes):
+                        ctx.stdout.write(decoder.decode(data))
+                        ctx.stdout.flush()
+                        continue
+                    if stdin is None:
+                        select.select([], [], [], libvirt.STREAM_POLL_MS / 1000)
+                        continue
+                    ready, _w, _x = select.select([stdin], [], [], libvirt.STREAM_POLL_MS / 1000)
+                    if ready:
+                        typed = os.read(stdin, 1024)
+                        if not typed:
+                            stdin = None  # end of input: keep printing until the domain stops
+                        elif _ESCAPE in typed:
+                            break
+            except KeyboardInterrupt:
+                pass
+            finally:
+                stream.abort()
+        ctx.stdout.write(decoder.decode(b"", final=True))
+        ctx.stdout.flush()
+    return EXIT_OK
+
+
+def _stdin_fd() -> int | None:
+    import sys  # noqa: PLC0415
+
+    try:
+        return sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+@contextmanager
+def _cbreak(fd: int | None) -> Iterator[None]:
+    """Deliver keys one by one (so Ctrl-] is seen at once) while on a terminal."""
+    import os  # noqa: PLC0415
+
+    if fd is None or not os.isatty(fd):
+        yield
+        return
+    import termios  # noqa: PLC0415
+    import tty  # noqa: PLC0415
+
+    saved = termios.tcgetattr(fd)
+    tty.setcbreak(fd)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
 def _apply(args: argparse.Namespace, ctx: Context) -> int:

@@ -1,7 +1,9 @@
 """Render the simulated host's state as a real sysfs tree, and bring the disk in line.
 
 The tree has the driver's files and text formats (ABI fact sheet §4) under
-``sys/devices/jailhouse/`` and Linux's CPU lists under ``sys/devices/system/cpu/``.
+``sys/devices/jailhouse/`` and Linux's CPU lists under ``sys/devices/system/cpu/``, with
+each CPU's topology (one socket, one thread per core) and one NUMA node of
+:data:`SIM_MEMORY_KIB` under ``sys/devices/system/node/``.
 :func:`render` turns a state into ``{path: Entry}``; :func:`apply` writes the
 difference between two renderings.  Each file is replaced atomically (written beside it,
 then renamed over it) and a new cell directory is built aside and renamed into
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DRIVER_DIR",
+    "SIM_MEMORY_KIB",
     "Entry",
     "Tree",
     "apply",
@@ -38,10 +41,13 @@ __all__ = [
 DRIVER_DIR: Final = "devices/jailhouse"
 _CELLS: Final = f"{DRIVER_DIR}/cells/"
 _CPU_DIR: Final = "devices/system/cpu"
+_NODE_DIR: Final = "devices/system/node"
 _CORE: Final = f"{DRIVER_DIR}/core"
 _RO: Final = 0o444
-_OWNED: Final = (DRIVER_DIR, _CPU_DIR)
-_KEEP_DIRS: Final = frozenset({DRIVER_DIR, f"{DRIVER_DIR}/cells", _CPU_DIR})
+_OWNED: Final = (DRIVER_DIR, _CPU_DIR, _NODE_DIR)
+_KEEP_DIRS: Final = frozenset({DRIVER_DIR, f"{DRIVER_DIR}/cells", _CPU_DIR, _NODE_DIR})
+SIM_MEMORY_KIB: Final = 1 << 20
+"""RAM of the simulated host's single NUMA node (``node0/meminfo``): 1 GiB, half of it free."""
 
 
 class Entry(NamedTuple):
@@ -112,11 +118,33 @@ def render(info: HostInfo, state: State) -> Tree:
         tree[f"{_CPU_DIR}/possible"] = Entry(_line(everything))
         tree[f"{_CPU_DIR}/present"] = Entry(_line(everything))
         tree[f"{_CPU_DIR}/online"] = Entry(_line(format_cpus(state.online)))
+        _render_topology(tree, info.cpus, state.online)
     if enabled and info.cpus is not None and info.arch is not None:
         names = stat_names(info.arch)
         for cell in state.cells:
             _render_cell(tree, info.cpus, names, state, cell)
     return tree
+
+
+def _render_topology(tree: Tree, cpus: int, online: set[int] | frozenset[int]) -> None:
+    """Add each CPU's topology and the single NUMA node, as Linux lays them out."""
+    everything = format_cpus(set(range(cpus)))
+    for cpu in range(cpus):
+        base = f"{_CPU_DIR}/cpu{cpu}"
+        if cpu:  # Linux has no online switch for the boot CPU
+            tree[f"{base}/online"] = Entry(_line(int(cpu in online)))
+        tree[f"{base}/topology/physical_package_id"] = Entry(_line(0))
+        tree[f"{base}/topology/die_id"] = Entry(_line(0))
+        tree[f"{base}/topology/core_id"] = Entry(_line(cpu))
+        tree[f"{base}/topology/thread_siblings_list"] = Entry(_line(cpu))
+        tree[f"{base}/topology/core_siblings_list"] = Entry(_line(everything))
+    tree[f"{_NODE_DIR}/possible"] = Entry(_line(0))
+    tree[f"{_NODE_DIR}/online"] = Entry(_line(0))
+    tree[f"{_NODE_DIR}/node0/cpulist"] = Entry(_line(everything))
+    tree[f"{_NODE_DIR}/node0/meminfo"] = Entry(
+        f"Node 0 MemTotal:       {SIM_MEMORY_KIB} kB\n"
+        f"Node 0 MemFree:        {SIM_MEMORY_KIB // 2} kB\n".encode()
+    )
 
 
 def _render_cell(
@@ -276,6 +304,7 @@ def skeleton(sys_root: Path) -> None:
     """Create what exists while the driver module is loaded, whatever the state."""
     (sys_root / _CELLS).mkdir(parents=True, exist_ok=True)
     (sys_root / _CPU_DIR).mkdir(parents=True, exist_ok=True)
+    (sys_root / _NODE_DIR).mkdir(parents=True, exist_ok=True)
     (sys_root / "module/jailhouse").mkdir(parents=True, exist_ok=True)
     link = sys_root / DRIVER_DIR / "module"
     if not link.is_symlink():

@@ -53,6 +53,20 @@ Mapping:
   move a cell off the machine whose CPUs and memory it owns.  ``suspend()`` does too.
 - Domain XML needs the system config the hypervisor was enabled with, to place cells:
   ``?system=PATH`` in the URI or :meth:`virConnect.setSystemConfig`.
+
+For programs written for libvirt-python:
+
+- Every public name of libvirt-python is here (generated, see ``_gen``); a call the
+  facade does not implement raises ``VIR_ERR_NO_SUPPORT`` naming its C function.
+- Host information (``getCapabilities``, ``getInfo``, ``getCPUMap`` ...) comes from the
+  connection's sysfs root (``_host``); stats records carry the cell's exit counters as
+  ``vm.exits.*`` (``_stats``).
+- ``openConsole`` attaches a :class:`virStream` to the hypervisor console, the only
+  console a Jailhouse host has (``_stream``).
+- Lifecycle events reach callbacks on the registered event loop from any process: each
+  connection with registrations reads the store and sysfs every :data:`EVENT_POLL_MS`
+  (``_events``).
+- ``setAutostart`` is honoured by :meth:`virConnect.enableHypervisor` (``_habits``).
 """
 
 from __future__ import annotations
@@ -63,23 +77,106 @@ from jailhouse.virt._api import (
     STORE_ENV,
     URI_ENV,
     open,  # noqa: A004 - libvirt-python's name
+    openAuth,
     openReadOnly,
     virConnect,
     virDomain,
 )
 from jailhouse.virt._constants import *  # noqa: F403 - libvirt's constants, as libvirt-python
-from jailhouse.virt._errors import libvirtError, registerErrorHandler, virGetLastError
+from jailhouse.virt._errors import (
+    libvirtError,
+    registerErrorHandler,
+    virGetLastError,
+    virGetLastErrorCode,
+    virGetLastErrorDomain,
+    virGetLastErrorMessage,
+    virResetLastError,
+)
+from jailhouse.virt._events import (
+    EVENT_POLL_MS,
+    virEventAddHandle,
+    virEventAddTimeout,
+    virEventInvokeFreeCallback,
+    virEventRegisterDefaultImpl,
+    virEventRegisterImpl,
+    virEventRemoveHandle,
+    virEventRemoveTimeout,
+    virEventRunDefaultImpl,
+    virEventUpdateHandle,
+    virEventUpdateTimeout,
+)
+from jailhouse.virt._events import EventCB as _EventCB  # noqa: F401 - libvirtaio's annotations
+from jailhouse.virt._events import TimerCB as _TimerCB  # noqa: F401
+from jailhouse.virt._host import getVersion, virInitialize
+from jailhouse.virt._libvirt_api import CONSTANTS as _CONSTANTS
+from jailhouse.virt._libvirt_api import FUNCTIONS as _FUNCTIONS
+from jailhouse.virt._nosupport import (
+    unsupported_function,
+    virDomainCheckpoint,
+    virDomainSnapshot,
+    virInterface,
+    virNetwork,
+    virNetworkPort,
+    virNodeDevice,
+    virNWFilter,
+    virNWFilterBinding,
+    virSecret,
+    virStoragePool,
+    virStorageVol,
+)
+from jailhouse.virt._stream import STREAM_POLL_MS, virStream
 
 __all__ = [
     "DEFAULT_STORE",
+    "EVENT_POLL_MS",
     "STORE_ENV",
+    "STREAM_POLL_MS",
     "URI_ENV",
+    "getVersion",
     "libvirtError",
     "open",
+    "openAuth",
     "openReadOnly",
     "registerErrorHandler",
     "virConnect",
     "virDomain",
+    "virDomainCheckpoint",
+    "virDomainSnapshot",
+    "virEventAddHandle",
+    "virEventAddTimeout",
+    "virEventInvokeFreeCallback",
+    "virEventRegisterDefaultImpl",
+    "virEventRegisterImpl",
+    "virEventRemoveHandle",
+    "virEventRemoveTimeout",
+    "virEventRunDefaultImpl",
+    "virEventUpdateHandle",
+    "virEventUpdateTimeout",
     "virGetLastError",
+    "virGetLastErrorCode",
+    "virGetLastErrorDomain",
+    "virGetLastErrorMessage",
+    "virInitialize",
+    "virInterface",
+    "virNWFilter",
+    "virNWFilterBinding",
+    "virNetwork",
+    "virNetworkPort",
+    "virNodeDevice",
+    "virResetLastError",
+    "virSecret",
+    "virStoragePool",
+    "virStorageVol",
+    "virStream",
 ]
 __all__ += _constants.__all__
+
+
+# Every constant and function libvirt-python has (see ``_libvirt_api``): constants the
+# hand-written table lacks get libvirt's values; functions the facade does not implement
+# raise VIR_ERR_NO_SUPPORT.
+_MISSING_CONSTANTS = [name for name in _CONSTANTS if name not in globals()]
+_MISSING_FUNCTIONS = [name for name in _FUNCTIONS if name not in globals()]
+globals().update({name: _CONSTANTS[name] for name in _MISSING_CONSTANTS})
+globals().update({name: unsupported_function(name) for name in _MISSING_FUNCTIONS})
+__all__ += _MISSING_CONSTANTS + _MISSING_FUNCTIONS  # noqa: PLE0605 - generated names

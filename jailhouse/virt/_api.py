@@ -17,6 +17,12 @@ from jailhouse.store import DefinitionStore
 from jailhouse.virt import _constants as c
 from jailhouse.virt._driver import DomainView, Driver, check_flags
 from jailhouse.virt._errors import from_exception, libvirtError, make_error
+from jailhouse.virt._events import ConnectEvents
+from jailhouse.virt._habits import ConnectHabits, DomainHabits
+from jailhouse.virt._host import ConnectHost
+from jailhouse.virt._nosupport import complete
+from jailhouse.virt._stats import ConnectStats, DomainStats
+from jailhouse.virt._stream import ConnectStreams, DomainConsole
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -29,6 +35,7 @@ __all__ = [
     "STORE_ENV",
     "URI_ENV",
     "open",
+    "openAuth",
     "openReadOnly",
     "virConnect",
     "virDomain",
@@ -41,6 +48,8 @@ STORE_ENV: Final = "JAILHOUSE_DOMAINS_DIR"
 DEFAULT_STORE: Final = Path("/var/lib/jailhouse/domains")
 """The store directory of ``jailhouse:///system``."""
 _DEFAULT_URI: Final = "jailhouse:///system"
+_LIBVIRT_URI_ENV: Final = "LIBVIRT_DEFAULT_URI"
+"""libvirt's variable; used when it names one of our schemes, so libvirt programs run unchanged."""
 _T = TypeVar("_T")
 _UUID_TEXT: Final = re.compile(
     r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
@@ -130,7 +139,8 @@ def open(name: str | None = None) -> virConnect:  # noqa: A001 - libvirt-python'
     parameter is the hypervisor's (:func:`jailhouse.open`).
 
     Args:
-        name: The URI; by default ``$JAILHOUSE_URI``, else ``jailhouse:///system``.
+        name: The URI; by default ``$JAILHOUSE_URI``, else ``$LIBVIRT_DEFAULT_URI`` when
+            it is a ``sim:`` or ``jailhouse:`` URI, else ``jailhouse:///system``.
 
     Raises:
         libvirtError: ``VIR_ERR_NO_CONNECT`` for an unknown scheme,
@@ -149,8 +159,26 @@ def openReadOnly(name: str | None = None) -> virConnect:
     return virConnect(_open_driver(name, readonly=True))
 
 
+def openAuth(name: str | None, auth: object = None, flags: int = 0) -> virConnect:
+    """Open a connection; ``VIR_CONNECT_RO`` makes it read-only.
+
+    A local Jailhouse host asks for no credentials, so ``auth`` (libvirt's
+    ``[credtypes, callback, opaque]``) is never called.
+
+    Raises:
+        libvirtError: As :func:`open`; ``VIR_ERR_INVALID_ARG`` for unknown flags.
+    """
+    del auth
+    connect_ro = 1  # VIR_CONNECT_RO
+    no_aliases = 2  # VIR_CONNECT_NO_ALIASES: there are no URI aliases to skip
+    check_flags(flags, connect_ro | no_aliases, "virConnectOpenAuth")
+    return virConnect(_open_driver(name, readonly=bool(flags & connect_ro)))
+
+
 def _open_driver(name: str | None, *, readonly: bool) -> Driver:
-    uri = name or os.environ.get(URI_ENV) or _DEFAULT_URI
+    libvirt_uri = os.environ.get(_LIBVIRT_URI_ENV, "")
+    from_libvirt = libvirt_uri if libvirt_uri.startswith(("sim:", "jailhouse:")) else None
+    uri = name or os.environ.get(URI_ENV) or from_libvirt or _DEFAULT_URI
     parts = urlsplit(uri)
     if parts.scheme not in {"sim", "jailhouse"}:
         raise make_error(c.VIR_ERR_NO_CONNECT, uri, domain=c.VIR_FROM_NONE)
@@ -189,13 +217,16 @@ def _open_driver(name: str | None, *, readonly: bool) -> Driver:
     return Driver(hv, store, uri=uri, system_path=system, readonly=readonly)
 
 
-class virConnect:  # noqa: N801 - libvirt-python's name
+class virConnect(  # noqa: N801 - libvirt-python's name
+    ConnectHost, ConnectStats, ConnectEvents, ConnectStreams, ConnectHabits
+):
     """A connection to a Jailhouse hypervisor and its definitions, like libvirt's.
 
     Get one from :func:`open`.  Methods keep libvirt-python's names, arguments, return
     values and errors (:class:`libvirtError` with libvirt's codes).  Beyond libvirt:
-    :meth:`systemConfig`, :meth:`setSystemConfig`, and the ``job`` keyword of
-    :meth:`createXML` (progress and cancellation, see :mod:`jailhouse.jobs`).
+    :meth:`systemConfig`, :meth:`setSystemConfig`, :meth:`enableHypervisor`, and the
+    ``job`` keyword of :meth:`createXML` (progress and cancellation, see
+    :mod:`jailhouse.jobs`).
 
     ``close()`` may be called again (libvirt raises ``VIR_ERR_INVALID_CONN`` then);
     every other call on a closed connection raises ``VIR_ERR_INVALID_CONN``.
@@ -205,6 +236,7 @@ class virConnect:  # noqa: N801 - libvirt-python's name
         """Wrap a driver; use :func:`open`."""
         self._driver: Driver | None = driver
         self._uri = driver.uri
+        self._events_init()
 
     def __repr__(self) -> str:
         """Name the URI."""
@@ -245,6 +277,7 @@ class virConnect:  # noqa: N801 - libvirt-python's name
         Returns:
             0.
         """
+        self._events_close()
         driver, self._driver = self._driver, None
         if driver is not None:
             driver.close()
@@ -428,7 +461,7 @@ class virConnect:  # noqa: N801 - libvirt-python's name
         _call(run)
 
 
-class virDomain:  # noqa: N801 - libvirt-python's name
+class virDomain(DomainStats, DomainConsole, DomainHabits):  # noqa: N801 - libvirt-python's name
     """A handle on one domain, by UUID; get it from a :class:`virConnect` lookup.
 
     ``name()``, ``UUIDString()`` and ``UUID()`` answer from the handle; ``ID()`` reads the
@@ -441,6 +474,23 @@ class virDomain:  # noqa: N801 - libvirt-python's name
         self._conn = conn
         self._uuid = view.uuid
         self._name = view.name
+
+    @classmethod
+    def _from_parts(cls, conn: virConnect, uuid: str, name: str) -> virDomain:
+        """Make a handle from a UUID and a name (for event callbacks about a gone domain)."""
+        dom = cls.__new__(cls)
+        dom._conn, dom._uuid, dom._name = conn, uuid, name  # noqa: SLF001 - its own fields
+        return dom
+
+    def __eq__(self, other: object) -> bool:
+        """Handles are equal when they name the same domain on the same connection."""
+        if not isinstance(other, virDomain):
+            return NotImplemented
+        return self._conn is other._conn and self._uuid == other._uuid
+
+    def __hash__(self) -> int:
+        """Hash by UUID."""
+        return hash(self._uuid)
 
     def __repr__(self) -> str:
         """Name the domain."""
@@ -682,11 +732,6 @@ class virDomain:  # noqa: N801 - libvirt-python's name
         check_flags(flags, _UNDEFINE_FLAGS, "virDomainUndefineFlags")
         return self.undefine()
 
-    def autostart(self) -> int:
-        """Return 0: domains are not started at boot by python-jailhouse."""
-        self._view("virDomainGetAutostart")
-        return 0
-
     # -- jobs ------------------------------------------------------------------------------
 
     def abortJob(self) -> int:
@@ -838,3 +883,7 @@ def _matches(view: DomainView, flags: int) -> bool:
         },
     ]
     return all(_group(flags, group) for group in groups)
+
+
+complete(virConnect)
+complete(virDomain)

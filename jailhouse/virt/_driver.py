@@ -244,11 +244,15 @@ class Driver:
 
     # -- reading --------------------------------------------------------------------------
 
-    def domains(self) -> list[DomainView]:
-        """Read every domain: active ones by id, then inactive ones by name."""
+    def domains(self, *, statistics: bool = True) -> list[DomainView]:
+        """Read every domain: active ones by id, then inactive ones by name.
+
+        Args:
+            statistics: Also read the cells' exit counters (the event watcher does not).
+        """
         definitions = self.store.definitions()
         records = self.store.live_records()
-        cells = [cell for cell in self.hv.cells() if cell.id != _ROOT_ID]
+        cells = [cell for cell in self.hv.cells(statistics=statistics) if cell.id != _ROOT_ID]
         by_uuid = {d.uuid: d for d in definitions}
         by_name = {d.name: d for d in definitions}
         record_of = {r.definition.name: r for r in records}

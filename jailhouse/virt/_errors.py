@@ -43,6 +43,10 @@ __all__ = [
     "make_error",
     "registerErrorHandler",
     "virGetLastError",
+    "virGetLastErrorCode",
+    "virGetLastErrorDomain",
+    "virGetLastErrorMessage",
+    "virResetLastError",
 ]
 
 ErrorTuple = list[Any]
@@ -152,6 +156,29 @@ def virGetLastError() -> ErrorTuple | None:  # noqa: N802 - libvirt-python's nam
     """Return the last error raised in this thread, as an error list, or ``None``."""
     err: ErrorTuple | None = getattr(_last, "err", None)
     return None if err is None else list(err)
+
+
+def virGetLastErrorCode() -> int:  # noqa: N802 - libvirt-python's name
+    """Return the code of this thread's last error, ``VIR_ERR_OK`` (0) when none."""
+    err = virGetLastError()
+    return c.VIR_ERR_OK if err is None else int(err[0])
+
+
+def virGetLastErrorDomain() -> int:  # noqa: N802 - libvirt-python's name
+    """Return the domain of this thread's last error, ``VIR_FROM_NONE`` (0) when none."""
+    err = virGetLastError()
+    return c.VIR_FROM_NONE if err is None else int(err[1])
+
+
+def virGetLastErrorMessage() -> str:  # noqa: N802 - libvirt-python's name
+    """Return the message of this thread's last error, ``"no error"`` when none (as libvirt)."""
+    err = virGetLastError()
+    return "no error" if err is None else str(err[2])
+
+
+def virResetLastError() -> None:  # noqa: N802 - libvirt-python's name
+    """Forget this thread's last error."""
+    _last.err = None
 
 
 def make_error(
