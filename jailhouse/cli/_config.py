@@ -420,9 +420,7 @@ def _register_generators(config: Verbs) -> None:
     )
     p.add_argument("--cpus", type=int, required=True, metavar="N", help="how many CPUs")
     p.add_argument("--mem", type=int, required=True, metavar="MIB", help="RAM in MiB")
-    p.add_argument(
-        "--name", help="the cell's name (default: cell, or cell2, cell3... when taken)"
-    )
+    p.add_argument("--name", help="the cell's name (default: cell, or cell2, cell3... when taken)")
     p.add_argument(
         "--ivshmem", action="store_true", help="join the root cell's ivshmem link as peer 1"
     )
