@@ -25,6 +25,7 @@ from jailhouse.config.model import (
     ConsoleType,
     IommuType,
     MemFlag,
+    PciCapFlag,
     PciType,
     SystemConfig,
     X86Platform,
@@ -240,15 +241,20 @@ def test_q35_e1000e_capabilities_match_upstream() -> None:
     root = system.root_cell
     (nic,) = [d for d in root.pci_devices if d.bdf == 0x10]
     caps = root.pci_caps[nic.caps_start : nic.caps_start + nic.num_caps]
-    # qemu-x86.c: PM 0xc8/8, MSI 0xd0/14, EXP 0xe0/20, MSIX 0xa0/12, ERR 0x100/4, DSN 0x140/4.
+    # qemu-x86.c lists PM 0xc8/8, MSI 0xd0/14, EXP 0xe0/20, MSIX 0xa0/12, AER 0x100 and DSN
+    # 0x140; its AER and DSN have length 4 where upstream's generator gives 64 and 12, and
+    # its EXP is writable where the generator grants it read-only.  We follow the generator.
     assert [(c.id, c.start, c.len) for c in caps] == [
         (0x01, 0xC8, 8),
         (0x05, 0xD0, 14),
         (0x10, 0xE0, 20),
         (0x11, 0xA0, 12),
-        (0x8001, 0x100, 4),
-        (0x8003, 0x140, 4),
+        (0x8001, 0x100, 64),
+        (0x8003, 0x140, 12),
     ]
+    assert [c.flags for c in caps] == [PciCapFlag.WRITE] * 2 + [PciCapFlag(0)] + [
+        PciCapFlag.WRITE
+    ] + [PciCapFlag(0)] * 2
     assert (nic.num_msi_vectors, nic.msi_64bits, nic.num_msix_vectors) == (1, True, 5)
     assert (nic.msix_address, nic.msix_region_size) == (0xFEBD0000, 0x1000)
     assert nic.bar_mask == (0xFFFE0000, 0xFFFE0000, 0xFFFFFFE0, 0xFFFFC000, 0, 0)

@@ -17,8 +17,10 @@ __all__ = [
     "IvrsUnit",
     "McfgEntry",
     "parse_dmar",
+    "parse_dmar_rmrr",
     "parse_fadt_pm_timer",
     "parse_ivrs",
+    "parse_ivrs_memory",
     "parse_madt",
     "parse_mcfg",
 ]
@@ -61,7 +63,8 @@ class DmarUnit:
         size: Register set size (the DRHD's size field, 4 KiB pages as a power of two).
         segment: PCI segment.
         include_all: Covers every device of the segment not claimed by another unit.
-        devices: BDFs of the PCI endpoints and bridges in its scope.
+        devices: BDFs of the PCI endpoints in its scope.
+        bridges: BDFs of the bridges whose whole sub-hierarchy is in its scope.
         ioapics: ``(ioapic_id, source_bdf)`` of the IOAPICs in its scope.
     """
 
@@ -70,7 +73,24 @@ class DmarUnit:
     segment: int
     include_all: bool
     devices: tuple[int, ...] = ()
+    bridges: tuple[int, ...] = ()
     ioapics: tuple[tuple[int, int], ...] = field(default=())
+
+
+def parse_dmar_rmrr(data: bytes) -> list[tuple[int, int]]:
+    """Return the reserved memory regions (RMRR, type 1) of a DMAR table as ``[start, end)``."""
+    end = _check(data, "DMAR", HEADER + 12)
+    out: list[tuple[int, int]] = []
+    pos = HEADER + 12
+    while pos + 4 <= end:
+        kind, length = struct.unpack_from("<HH", data, pos)
+        if length < 4:
+            break
+        if kind == 1 and length >= 24:
+            base, limit = struct.unpack_from("<QQ", data, pos + 8)
+            out.append((base, limit + 1))
+        pos += length
+    return out
 
 
 def _scope_bdf(data: bytes, pos: int, length: int) -> int:
@@ -92,6 +112,7 @@ def parse_dmar(data: bytes) -> list[DmarUnit]:
         if kind == 0 and length >= 16:
             flags, size, segment, base = struct.unpack_from("<BBHQ", data, pos + 4)
             devices: list[int] = []
+            bridges: list[int] = []
             ioapics: list[tuple[int, int]] = []
             scope = pos + 16
             while scope + 6 <= pos + length:
@@ -99,8 +120,10 @@ def parse_dmar(data: bytes) -> list[DmarUnit]:
                 if s_len < 6:
                     break
                 bdf = _scope_bdf(data, scope, s_len)
-                if s_type in {1, 2}:
+                if s_type == 1:
                     devices.append(bdf)
+                elif s_type == 2:
+                    bridges.append(bdf)
                 elif s_type == 3:
                     ioapics.append((data[scope + 4], bdf))
                 scope += s_len
@@ -111,6 +134,7 @@ def parse_dmar(data: bytes) -> list[DmarUnit]:
                     segment=segment,
                     include_all=bool(flags & 1),
                     devices=tuple(devices),
+                    bridges=tuple(bridges),
                     ioapics=tuple(ioapics),
                 )
             )
@@ -128,6 +152,7 @@ class IvrsUnit:
         base: Register base address.
         segment: PCI segment.
         features: The IVHD's feature reporting field (type 0x10) or EFR image (0x11, 0x40).
+        block_type: 0x10, 0x11 or 0x40.
         ioapics: ``(ioapic_id, source_bdf)`` of IOAPIC special entries.
     """
 
@@ -136,6 +161,7 @@ class IvrsUnit:
     base: int
     segment: int
     features: int
+    block_type: int = 0x10
     ioapics: tuple[tuple[int, int], ...] = ()
 
 
@@ -185,10 +211,27 @@ def parse_ivrs(data: bytes) -> list[IvrsUnit]:
                     ioapics.append((data[entries + 4], source))
                 entries += size
             units.setdefault(
-                (segment, bdf), IvrsUnit(bdf, cap, base, segment, features, tuple(ioapics))
+                (segment, bdf),
+                IvrsUnit(bdf, cap, base, segment, features, kind, tuple(ioapics)),
             )
         pos += length
     return list(units.values())
+
+
+def parse_ivrs_memory(data: bytes) -> list[tuple[int, int]]:
+    """Return the IVMD blocks' (types 0x20-0x22) memory ranges of an IVRS table."""
+    end = _check(data, "IVRS", HEADER + 12)
+    out: list[tuple[int, int]] = []
+    pos = HEADER + 12
+    while pos + 4 <= end:
+        kind, _flags, length = struct.unpack_from("<BBH", data, pos)
+        if length < 4:
+            break
+        if kind in {0x20, 0x21, 0x22} and length >= 32:
+            start, size = struct.unpack_from("<QQ", data, pos + 16)
+            out.append((start, start + size))
+        pos += length
+    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,8 +3,10 @@
 Capability lengths and write permissions follow what upstream's config generator grants
 (facts, reimplemented): power management 8 bytes, writable; MSI 10 bytes plus 4 for 64-bit
 addresses plus 10 for per-vector masking, writable; MSI-X 12 bytes, writable; PCI Express
-20 bytes (version 1) or 60 (version 2), writable; every other standard capability 2 bytes
-and every extended capability 4 bytes, read-only.
+20 bytes (version 1) or 60 (version 2), read-only; every other standard capability 2 bytes,
+read-only.  Extended capabilities are walked only behind a PCI Express capability and are
+read-only, with the lengths of :data:`EXT_CAP_LENGTHS` (4 bytes for the rest).  A function
+of class 0x0604 is a bridge; one whose vendor/device word reads all ones is left out.
 """
 
 from __future__ import annotations
@@ -25,6 +27,24 @@ CAP_MSI: Final = 0x05
 CAP_EXP: Final = 0x10
 CAP_MSIX: Final = 0x11
 EXT_CAP: Final = 0x8000
+EXT_CAP_LENGTHS: Final = {
+    0x01: 64,  # advanced error reporting
+    0x02: 16,  # virtual channel (its first four dwords)
+    0x03: 12,  # device serial number
+    0x04: 16,  # power budgeting
+    0x08: 4,  # multi-function virtual channel
+    0x09: 16,  # virtual channel (MFVC present)
+    0x0E: 8,  # alternative routing-ID
+    0x10: 64,  # SR-IOV
+    0x12: 48,  # multicast
+    0x18: 8,  # latency tolerance reporting
+    0x19: 16,  # secondary PCI Express
+    0x1B: 8,  # PASID
+    0x1F: 12,  # precision time measurement
+}
+"""Bytes of the extended capabilities upstream's generator sizes (PCI spec IDs)."""
+EXT_CAP_VNDR: Final = 0x0B
+EXT_CAP_ACS: Final = 0x0D
 _IORESOURCE_IO: Final = 0x100
 _IORESOURCE_MEM: Final = 0x200
 _IORESOURCE_MEM_64: Final = 0x00100000
@@ -47,6 +67,7 @@ class ProbedPci:
     caps: tuple[PciCapability, ...]
     class_code: int
     bars: tuple[tuple[int, int, int], ...]
+    secondary_buses: tuple[int, int] = (0, 0)
 
 
 def _parse_name(name: str) -> tuple[int, int]:
@@ -109,28 +130,36 @@ def _caps(config: bytes) -> tuple[list[PciCapability], dict[str, int]]:
             info["msix_offset"] = table & ~7
         elif cap_id == CAP_EXP:
             length = 20 if config[pos + 2] & 0xF < 2 else 60
+            flags = PciCapFlag(0)
+            info["express"] = 1
         else:
             length, flags = 2, PciCapFlag(0)
         caps.append(PciCapability(cap_id, pos, length, flags))
         pos = nxt & 0xFC
-    pos = 0x100
+    pos = 0x100 if info.get("express") else 0
     seen.clear()
     while 0x100 <= pos <= len(config) - 4 and pos not in seen:
         seen.add(pos)
         header = struct.unpack_from("<I", config, pos)[0]
-        if header in {0, 0xFFFFFFFF}:
+        ext_id = header & 0xFFFF
+        if header in {0, 0xFFFFFFFF} or ext_id & EXT_CAP:
             break
-        caps.append(PciCapability(EXT_CAP | header & 0xFFFF, pos, 4, PciCapFlag(0)))
+        length = EXT_CAP_LENGTHS.get(ext_id, 4)
+        if ext_id == EXT_CAP_VNDR and pos + 8 <= len(config):
+            length = 4 + (struct.unpack_from("<I", config, pos + 4)[0] >> 20)
+        elif ext_id == EXT_CAP_ACS and pos + 8 <= len(config):
+            acs_cap, acs_ctrl = struct.unpack_from("<HH", config, pos + 4)
+            length = 8
+            if acs_cap & 0x20 and acs_ctrl & 0x20:  # egress control: a vector follows
+                bits = acs_cap >> 8 or 256
+                length += (bits + 31) // 32
+        caps.append(PciCapability(EXT_CAP | ext_id, pos, length, PciCapFlag(0)))
         pos = header >> 20 & 0xFFC
     return caps, info
 
 
-def read_pci_devices(host: HostTree, iommu_of: dict[int, int]) -> list[ProbedPci]:
-    """Read every function under ``/sys/bus/pci/devices``.
-
-    Args:
-        host: The host tree.
-        iommu_of: IOMMU index by ``domain << 16 | bdf``; -1 as key gives the default.
+def read_pci_devices(host: HostTree) -> list[ProbedPci]:
+    """Read every function under ``/sys/bus/pci/devices`` (``iommu`` left 0).
 
     Returns:
         The functions by domain and BDF.
@@ -143,10 +172,9 @@ def read_pci_devices(host: HostTree, iommu_of: dict[int, int]) -> list[ProbedPci
         except ValueError:
             continue
         config = host.bytes(f"{base}/{name}/config") or b""
-        if len(config) < 64:
+        if len(config) < 64 or config[:4] == b"\xff\xff\xff\xff":
             continue
-        header = config[0x0E] & 0x7F
-        kind = PciType.BRIDGE if header in {1, 2} else PciType.DEVICE
+        kind = PciType.BRIDGE if config[0x0A:0x0C] == b"\x04\x06" else PciType.DEVICE
         rows = _resources(host.text(f"{base}/{name}/resource"))
         caps, info = _caps(config)
         msix_address = 0
@@ -160,8 +188,7 @@ def read_pci_devices(host: HostTree, iommu_of: dict[int, int]) -> list[ProbedPci
             type=kind,
             bdf=bdf,
             domain=domain,
-            iommu=iommu_of.get(domain << 16 | bdf, iommu_of.get(-1, 0)),
-            bar_mask=_bar_masks(rows) if kind is PciType.DEVICE else (0, 0, 0, 0, 0, 0),
+            bar_mask=_bar_masks(rows),
             num_caps=len(caps),
             num_msi_vectors=info.get("msi_vectors", 0),
             msi_64bits=bool(info.get("msi_64", 0)),
@@ -170,7 +197,8 @@ def read_pci_devices(host: HostTree, iommu_of: dict[int, int]) -> list[ProbedPci
             msix_region_size=msix_size,
             msix_address=msix_address,
         )
-        out.append(ProbedPci(name, device, tuple(caps), class_code, tuple(rows)))
+        buses = (config[0x19], config[0x1A]) if kind is PciType.BRIDGE else (0, 0)
+        out.append(ProbedPci(name, device, tuple(caps), class_code, tuple(rows), buses))
     return sorted(out, key=lambda p: (p.device.domain, p.device.bdf))
 
 

@@ -4,24 +4,22 @@ What is read, and what becomes of it:
 
 - ``/proc/cmdline`` and ``/proc/iomem``: the ``memmap=SIZE$START`` area (shown as
   ``Reserved``) holds the hypervisor memory (its first :data:`HV_SIZE` bytes), then the
-  inmate pool and at its end the root cell's ivshmem link; ``System RAM`` is root-cell RAM;
-  firmware ranges below the top of low RAM are mapped read/write (ACPI tables read-only);
-  device BARs under ``PCI Bus`` and the HPET are MMIO, without the MSI-X table pages (the
-  hypervisor emulates them); the MMCONFIG, IOAPIC, local APIC and IOMMU ranges are left
-  to the hypervisor.
+  inmate pool and at its end the root cell's ivshmem link; the rest follows upstream's
+  generator (see :func:`_memory`): System RAM, device BARs, the HPET and the ROMs are
+  mapped, the MSI-X table pages, MMCONFIG, (IO)APICs and IOMMU registers are not.
 - ``/sys/devices/system/cpu/online``: the root cell's CPUs.
 - ``/sys/bus/pci/devices/*/{config,resource}``: PCI devices, BAR masks, MSI/MSI-X and
   the capability list (see :mod:`jailhouse.configgen._pci`).
 - ``/sys/firmware/acpi/tables``: MCFG (MMCONFIG base, last bus), DMAR or IVRS (IOMMU units,
-  which unit covers each device, the IOAPICs' source IDs), APIC (the IOAPICs), FACP (the
-  PM timer port; ``/proc/ioports`` when it is missing).
+  which unit covers each device, the IOAPICs' source IDs, RMRR/IVMD memory mapped as RAM),
+  APIC (the IOAPICs), FACP (the PM timer port; ``/proc/ioports`` when it is missing).
 - Port I/O: what upstream's root-cell template grants: PIT, keyboard controller and NMI
   status, RTC, the port-0x80 delay, VGA, and every port from 0xd00 up (PCI devices).
 """
 
 from __future__ import annotations
 
-import re
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Final
 
 from jailhouse.config.model import (
@@ -45,13 +43,15 @@ from jailhouse.config.model import (
 )
 from jailhouse.configgen._acpi import (
     parse_dmar,
+    parse_dmar_rmrr,
     parse_fadt_pm_timer,
     parse_ivrs,
+    parse_ivrs_memory,
     parse_madt,
     parse_mcfg,
 )
 from jailhouse.configgen._common import MIB, Generated, Note, NoteKind, RegionMap, size_text
-from jailhouse.configgen._pci import read_pci_devices
+from jailhouse.configgen._pci import place_caps, read_pci_devices
 from jailhouse.configgen._shared import (
     IVSHMEM_LINK_SIZE,
     cmdline_args,
@@ -95,7 +95,7 @@ _FIRMWARE: Final = frozenset(
         "system rom",
     }
 )
-_HYPERVISOR_OWNED: Final = re.compile(r"(?i)^(ioapic|local apic|dmar|amd_iommu|pci mmconfig)")
+_ROMS: Final = (0xC0000, 0xE0000)
 _SERIAL_PORTS: Final = (0x3F8, 0x2F8, 0x3E8, 0x2E8)
 _IVSHMEM_BDF: Final = 0x0E << 3  # 00:0e.0, where upstream's QEMU configs put it
 _AMD_IOMMU_SIZE: Final = 0x80000
@@ -153,43 +153,59 @@ def _reservation(
     return start, end, f"memmap={size_text(RESERVE_DEFAULT)}${start:#x} (to be added)"
 
 
-def _iommus(
-    host: HostTree, notes: list[Note]
-) -> tuple[list[IommuUnit], dict[int, int], dict[int, int], IommuType | None]:
-    """Return the IOMMU units, the unit per device, the IOAPIC source IDs, and the vendor."""
-    units: list[IommuUnit] = []
-    device_unit: dict[int, int] = {}
-    ioapic_source: dict[int, int] = {}
+@dataclass(slots=True)
+class _Iommus:
+    units: list[IommuUnit] = field(default_factory=list)
+    vendor: IommuType | None = None
+    ioapic_source: dict[int, int] = field(default_factory=dict)
+    devices: dict[int, int] = field(default_factory=dict)
+    bridges: list[tuple[int, int]] = field(default_factory=list)
+    include_all: int | None = None
+    ram: list[tuple[int, int, str]] = field(default_factory=list)
+
+
+def _iommus(host: HostTree, notes: list[Note]) -> _Iommus:
+    """Read DMAR (Intel) or IVRS (AMD): units, scopes, IOAPIC source IDs, reserved RAM."""
+    out = _Iommus()
     dmar = _table(host, "DMAR")
     ivrs = _table(host, "IVRS")
     if dmar is not None:
-        drhds = parse_dmar(dmar)
-        # The include-all unit goes last, as the VT-d spec orders it.
-        for index, unit in enumerate(sorted(drhds, key=lambda u: u.include_all)):
-            units.append(IommuUnit(IommuType.INTEL, base=unit.base, size=unit.size))
+        out.vendor = IommuType.INTEL
+        # The include-all unit goes last, as the VT-d spec orders them.
+        for index, unit in enumerate(sorted(parse_dmar(dmar), key=lambda u: u.include_all)):
+            out.units.append(IommuUnit(IommuType.INTEL, base=unit.base, size=unit.size))
             for bdf in unit.devices:
-                device_unit.setdefault(unit.segment << 16 | bdf, index)
-            if unit.include_all:
-                device_unit.setdefault(-1, index)
+                out.devices.setdefault(unit.segment << 16 | bdf, index)
+            out.bridges.extend((unit.segment << 16 | bdf, index) for bdf in unit.bridges)
+            if unit.include_all and out.include_all is None:
+                out.include_all = index
             for io_id, bdf in unit.ioapics:
-                ioapic_source[io_id] = index << 16 | bdf
-        return units, device_unit, ioapic_source, IommuType.INTEL
+                out.ioapic_source[io_id] = index << 16 | bdf
+        out.ram = [(a, b, "DMAR RMRR") for a, b in parse_dmar_rmrr(dmar)]
+        return out
     if ivrs is not None:
+        out.vendor = IommuType.AMD
         for index, ivhd in enumerate(parse_ivrs(ivrs)):
-            units.append(
+            # Upstream's generator: 512 KiB of registers when the IVHD reports performance
+            # counters, else 16 KiB; a type 0x10 block's feature word is kept with bit 0
+            # set (the value is in use), a type 0x11 block's EFR copy is not.
+            counters = ivhd.features & (0xF << 13) and ivhd.features & (0x3F << 17)
+            out.units.append(
                 IommuUnit(
                     IommuType.AMD,
                     base=ivhd.base,
-                    size=_AMD_IOMMU_SIZE,
+                    size=0x80000 if counters else 0x4000,
                     amd_bdf=ivhd.bdf,
                     amd_base_cap=ivhd.cap_offset,
-                    amd_features=ivhd.features,
+                    amd_features=ivhd.features | 1 if ivhd.block_type == 0x10 else 0,
                 )
             )
-            device_unit.setdefault(-1, index)
+            if out.include_all is None:
+                out.include_all = index
             for io_id, bdf in ivhd.ioapics:
-                ioapic_source[io_id] = index << 16 | bdf
-        return units, device_unit, ioapic_source, IommuType.AMD
+                out.ioapic_source[io_id] = index << 16 | bdf
+        out.ram = [(a, b, "IVRS IVMD") for a, b in parse_ivrs_memory(ivrs)]
+        return out
     notes.append(
         Note(
             NoteKind.WARNING,
@@ -199,7 +215,39 @@ def _iommus(
             "enable VT-d or AMD-Vi in the firmware (QEMU: -device intel-iommu) for isolation",
         )
     )
-    return units, device_unit, ioapic_source, None
+    return out
+
+
+def _assign_iommus(probed: list[ProbedPci], iommus: _Iommus, notes: list[Note]) -> list[ProbedPci]:
+    """Set each device's IOMMU: its own scope, a bridge's sub-hierarchy, else include-all."""
+    if iommus.vendor is None:
+        return probed
+    by_bus: dict[tuple[int, int], int] = {}
+    for key, index in iommus.bridges:
+        bridge = next((p for p in probed if p.device.domain << 16 | p.device.bdf == key), None)
+        if bridge is not None:
+            first, last = bridge.secondary_buses
+            for bus in range(first, last + 1):
+                by_bus.setdefault((key >> 16, bus), index)
+    out: list[ProbedPci] = []
+    for p in probed:
+        dev = p.device
+        key = dev.domain << 16 | dev.bdf
+        found: int | None = iommus.devices.get(key, by_bus.get((dev.domain, dev.bdf >> 8)))
+        if found is None:
+            found = iommus.include_all
+        index = found if found is not None else 0
+        if found is None and dev.bdf != 0:  # the root complex may stay outside (upstream)
+            notes.append(
+                Note(
+                    NoteKind.WARNING,
+                    f"{_TABLES}/DMAR",
+                    f"PCI device {p.name} is in no IOMMU's scope; iommu left 0",
+                    "check the firmware's DMAR table, or drop the device",
+                )
+            )
+        out.append(replace(p, device=replace(dev, iommu=index)))
+    return out
 
 
 def _pm_timer(host: HostTree, notes: list[Note]) -> int:
@@ -249,13 +297,38 @@ def _debug_console(host: HostTree, notes: list[Note]) -> Console:
     return Console(address=port, type=ConsoleType.UART_8250)
 
 
+def _iomem_children(iomem: tuple[IomemEntry, ...]) -> list[list[int]]:
+    """Index each entry's direct children (``/proc/iomem`` nests by indentation)."""
+    children: list[list[int]] = [[] for _ in iomem]
+    stack: list[int] = []
+    for i, entry in enumerate(iomem):
+        while stack and iomem[stack[-1]].depth >= entry.depth:
+            stack.pop()
+        if stack:
+            children[stack[-1]].append(i)
+        stack.append(i)
+    return children
+
+
 def _memory(
     iomem: tuple[IomemEntry, ...],
     reservation: tuple[int, int],
     devices: list[ProbedPci],
+    extra_ram: list[tuple[int, int, str]],
     *,
     ivshmem: bool,
 ) -> tuple[RegionMap, MemoryRegion, int, tuple[MemoryRegion, ...]]:
+    """Lay out the root cell's memory, by upstream's rules for ``/proc/iomem``.
+
+    Top-level System RAM is RAM (from address 0 when it starts at 0x1000: the first page is
+    needed for CPU start-up); ranges whose name has ``PCI MMCONFIG`` or ``APIC`` are left
+    out, and so are ``Reserved`` ones except the HPET below them (the ``dmar`` registers
+    are the hypervisor's); other leaves are MMIO, except empty ``PCI Bus`` windows, the
+    MSI-X table pages and the ROMs, for which one region spans 0xc0000-0xdffff.
+    Beyond upstream, ``Reserved`` firmware ranges below the 32-bit PCI window (the ACPI
+    tables, the BIOS area) are mapped read/write, as upstream's hand-written q35 config
+    maps QEMU's ACPI tables.
+    """
     regions = RegionMap()
     start, end = reservation
     hv = MemoryRegion(start, 0, HV_SIZE)
@@ -280,36 +353,62 @@ def _memory(
                 ram=False,
                 hole=True,
             )
-    # Firmware ranges count up to the first PCI window above 1 MiB (the 32-bit PCI hole).
-    low_ram_top = min(
-        (
-            e.range.start
-            for e in iomem
-            if e.depth == 0 and e.name.startswith("PCI Bus") and e.range.start >= MIB
-        ),
+    top = [e for e in iomem if e.depth == 0]
+    for entry in top:
+        if entry.name == "System RAM":
+            first = 0 if entry.start == 0x1000 else entry.start
+            regions.add(first, entry.range.end, _RWXD, "RAM", ram=True)
+    for a, b, what in extra_ram:
+        regions.add(a, b, _RWXD, what, ram=True)
+    children = _iomem_children(iomem)
+    rom = False
+
+    def walk(indexes: list[int]) -> None:
+        nonlocal rom
+        for i in indexes:
+            entry = iomem[i]
+            r = entry.range
+            if entry.depth == 0 and entry.name == "System RAM":
+                continue
+            if "PCI MMCONFIG" in entry.name or "APIC" in entry.name:
+                continue
+            if entry.name.lower() == "reserved":
+                for j in _descendants(children, i):
+                    sub = iomem[j]
+                    if "HPET" in sub.name:
+                        regions.add(sub.start, sub.last + 1, _RW, sub.name, ram=False)
+                continue
+            if children[i]:
+                walk(children[i])
+                continue
+            if "dmar" in entry.name or entry.name.startswith("PCI Bus"):
+                continue
+            if _ROMS[0] <= r.start and r.end <= _ROMS[1]:
+                rom = True
+                continue
+            regions.add(r.start, r.end, _RW, entry.name, ram=False)
+
+    walk([i for i, e in enumerate(iomem) if e.depth == 0])
+    if rom:
+        regions.add(_ROMS[0], _ROMS[1], _RW, "ROMs", ram=False)
+    hole = min(
+        (e.start for e in top if e.name.startswith("PCI Bus") and e.start >= MIB),
         default=1 << 32,
     )
-    for entry in iomem:
-        if entry.depth == 0 and entry.name == "System RAM":
-            regions.add(entry.range.start, entry.range.end, _RWXD, "RAM", ram=True)
-    for entry in iomem:
-        name = entry.name.lower()
-        r = entry.range
-        if _HYPERVISOR_OWNED.match(entry.name):
-            regions.add(r.start, r.end, MemFlag(0), entry.name, ram=False, hole=True)
-            continue
-        if entry.depth == 0 and name in _FIRMWARE and r.end <= low_ram_top:
-            flags = MemFlag.READ if name == "acpi tables" else _RW
-            regions.add(r.start, r.end, flags, entry.name, ram=False)
-        elif entry.depth == 0 and name.startswith("hpet"):
-            regions.add(r.start, r.end, _RW, entry.name, ram=False)
-    for entry in iomem:
-        if entry.depth == 1 and re.fullmatch(
-            r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]", entry.name
-        ):
-            r = entry.range
-            regions.add(r.start, r.end, _RW, f"PCI BAR {entry.name}", ram=False)
+    for entry in top:
+        if entry.name.lower() in _FIRMWARE and entry.range.end <= hole:
+            regions.add(entry.start, entry.last + 1, _RW, f"firmware ({entry.name})", ram=False)
     return regions, hv, link_base, link
+
+
+def _descendants(children: list[list[int]], i: int) -> list[int]:
+    out: list[int] = []
+    todo = list(children[i])
+    while todo:
+        j = todo.pop()
+        out.append(j)
+        todo.extend(children[j])
+    return out
 
 
 def probe_x86(
@@ -338,8 +437,9 @@ def probe_x86(
         raise ConfigError("/proc/iomem", None, "shows no addresses to this user: run as root")
     start, end, how = _reservation(host, iomem, notes)
 
-    units, device_unit, ioapic_source, vendor = _iommus(host, notes)
-    probed = read_pci_devices(host, device_unit)
+    iommus = _iommus(host, notes)
+    units, vendor, ioapic_source = iommus.units, iommus.vendor, iommus.ioapic_source
+    probed = read_pci_devices(host)
     if not probed:
         notes.append(
             Note(
@@ -349,18 +449,26 @@ def probe_x86(
                 "run on the host itself (or record its sysfs) to list them",
             )
         )
-    kept = []
+    own: set[int] = set()
     for index, unit in enumerate(units):
-        own = next(
-            (p for p in probed if unit.type is IommuType.AMD and p.device.bdf == unit.amd_bdf), None
-        )
-        msi = next((c.start for c in own.caps if c.id == 0x05), 0) if own else 0
-        if msi:
-            from dataclasses import replace  # noqa: PLC0415
-
-            units[index] = replace(unit, amd_msi_cap=msi)
-    for p in probed:
-        if p.class_code >> 8 == 0x0806:  # an IOMMU's own function: the hypervisor's
+        if unit.type is not IommuType.AMD:
+            continue
+        function = next((p for p in probed if p.device.bdf == unit.amd_bdf), None)
+        msi = next((c.start for c in function.caps if c.id == 0x05), 0) if function else 0
+        units[index] = replace(unit, amd_msi_cap=msi)
+        own.add(unit.amd_bdf)
+        if not msi:
+            notes.append(
+                Note(
+                    NoteKind.WARNING,
+                    f"/sys/bus/pci/devices (IOMMU {unit.amd_bdf:#06x})",
+                    "the AMD IOMMU's function has no MSI capability; amd_msi_cap left 0",
+                    "Jailhouse needs the IOMMU's MSI: check the firmware",
+                )
+            )
+    kept = []
+    for p in _assign_iommus(probed, iommus, notes):
+        if p.device.bdf in own and p.device.domain == 0:
             notes.append(
                 Note(
                     NoteKind.NOTE,
@@ -370,10 +478,8 @@ def probe_x86(
             )
             continue
         kept.append(p)
-    from jailhouse.configgen._pci import place_caps  # noqa: PLC0415
-
     pci_devices, pci_caps = place_caps(kept)
-    regions, hv, link_base, link = _memory(iomem, (start, end), kept, ivshmem=ivshmem)
+    regions, hv, link_base, link = _memory(iomem, (start, end), kept, iommus.ram, ivshmem=ivshmem)
     notes.append(
         Note(
             NoteKind.NOTE,
