@@ -201,6 +201,38 @@ def test_virt_device_tree_reg_is_translated() -> None:
     assert device_tree_uart_irq(HOSTS / "qemu-arm64-virt", 0x09000000) == 32 + 1
 
 
+def _prop(node: Path, name: str, *cells: int) -> None:
+    node.mkdir(parents=True, exist_ok=True)
+    (node / name).write_bytes(struct.pack(f">{len(cells)}I", *cells))
+
+
+def test_device_tree_ranges_and_interrupt_parents(tmp_path: Path) -> None:
+    """A bus's ranges translate its children's reg; a non-GIC interrupt parent is skipped."""
+    dt_dir = tmp_path / "proc/device-tree"
+    _prop(dt_dir, "#address-cells", 2)
+    _prop(dt_dir, "#size-cells", 2)
+    _prop(dt_dir / "gic", "#interrupt-cells", 3)
+    _prop(dt_dir / "gic", "phandle", 1)
+    _prop(dt_dir / "gpio", "#interrupt-cells", 2)
+    _prop(dt_dir / "gpio", "phandle", 2)
+    _prop(dt_dir, "interrupt-parent", 1)
+    bus = dt_dir / "soc"
+    _prop(bus, "#address-cells", 1)
+    _prop(bus, "#size-cells", 1)
+    _prop(bus, "ranges", 0x0, 0x0, 0x20000000, 0x1000000)  # child 0 -> CPU 0x20000000
+    _prop(bus / "uart@1000", "reg", 0x1000, 0x100)
+    _prop(bus / "uart@1000", "interrupts", 0, 5, 4)
+    _prop(bus / "key", "interrupt-parent", 2)
+    _prop(bus / "key", "interrupts", 3, 1)
+    dt = DeviceTree(HostTree(tmp_path))
+    uart, key = dt.node("/soc/uart@1000"), dt.node("/soc/key")
+    assert uart is not None
+    assert key is not None
+    assert uart.reg() == [(0x20001000, 0x100)]
+    assert uart.interrupts() == [32 + 5]
+    assert key.interrupts() == []
+
+
 # -- x86: QEMU q35 against upstream's configs/x86/qemu-x86.c -----------------------------------
 # Upstream's "QEMU Q35 VM, 1 GB RAM, 4 cores, 6 MB hypervisor" with memmap=82M$0x3a000000;
 # the trees were recorded with the same -m 1G -smp 4 and memmap=.
@@ -538,3 +570,27 @@ def test_cli_new_cell_error_is_one_line(capsys: pytest.CaptureFixture[str], tmp_
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
     assert "cpus = 9" in err[0]
+
+
+def test_cli_new_cell_xml_defines_and_starts_on_sim(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The --xml of new-cell is defined and started on a sim host enabled with create's -o."""
+    sys_cell, xml = tmp_path / "sys.cell", tmp_path / "worker.xml"
+    root = str(HOSTS / "qemu-arm64-virt")
+    uri = f"sim://{tmp_path / 'sim'}?arch=arm64&cpus=16"
+    assert main(["config", "create", "--root", root, "-o", str(sys_cell)]) == 0
+    capsys.readouterr()
+    new = ["config", "new-cell", str(sys_cell), "--cpus", "2", "--mem", "32", "--ivshmem"]
+    assert main([*new, "--name", "worker", "--xml"]) == 0
+    xml.write_text(capsys.readouterr().out)
+    assert main(["-c", uri, "enable", str(sys_cell)]) == 0
+    assert main(["-c", uri, "define", str(xml), "--system", str(sys_cell)]) == 0
+    assert main(["-c", uri, "start", "worker"]) == 0
+    capsys.readouterr()
+    assert main(["-c", uri, "--json", "cell", "list"]) == 0
+    cells = {c["name"]: c for c in json.loads(capsys.readouterr().out)}
+    assert cells["worker"]["state"] == "running"
+    assert cells["worker"]["cpus_assigned"] == [14, 15]
+    assert cells["root"]["cpus_assigned"] == list(range(14))
+    assert main(["-c", uri, "destroy", "worker"]) == 0

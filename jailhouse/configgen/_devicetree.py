@@ -125,11 +125,28 @@ class DtNode:
                 return parent.translate(target + addr - child)
         return parent.translate(addr)
 
+    def interrupt_parent(self) -> int | None:
+        """Return the phandle of the node's interrupt controller (inherited), or None."""
+        node: DtNode | None = self
+        while node is not None:
+            cells = node.cells("interrupt-parent")
+            if cells:
+                return cells[0]
+            node = node.parent
+        return None
+
     def interrupts(self) -> list[int]:
         """Return the node's GIC interrupts as interrupt IDs (SPI n is 32 + n, PPI n 16 + n).
 
-        Only the three-cell GIC binding (``<type number flags>``) is decoded.
+        Only the three-cell GIC binding (``<type number flags>``) is decoded, and only for
+        nodes whose interrupt parent is a GIC (``#interrupt-cells`` 3 and
+        ``interrupt-controller``) or is not named.
         """
+        parent = self.interrupt_parent()
+        if parent is not None:
+            controller = self.tree.by_phandle(parent)
+            if controller is not None and controller.cells("#interrupt-cells") != (3,):
+                return []
         words = self.cells("interrupts")
         out: list[int] = []
         for i in range(0, len(words) - 2, 3):
@@ -152,6 +169,7 @@ class DeviceTree:
         """Read the tree at ``base`` (a host path) through ``host``."""
         self.host = host
         self.base = base
+        self._phandles: dict[int, DtNode] | None = None
 
     def exists(self) -> bool:
         """Tell whether the tree is there."""
@@ -166,6 +184,16 @@ class DeviceTree:
         """Return the node at an absolute path, or None."""
         node = DtNode(self, path.rstrip("/") or "/")
         return node if self.host.path(node.source).is_dir() else None
+
+    def by_phandle(self, phandle: int) -> DtNode | None:
+        """Return the node with this ``phandle``, or None."""
+        if self._phandles is None:
+            self._phandles = {}
+            for node in self.walk():
+                cells = node.cells("phandle") or node.cells("linux,phandle")
+                if cells:
+                    self._phandles[cells[0]] = node
+        return self._phandles.get(phandle)
 
     def walk(self) -> list[DtNode]:
         """Return every node, parents before children."""
