@@ -33,9 +33,12 @@ from jailhouse.config.model import (
     IrqChip,
     MemFlag,
     MemoryRegion,
+    PciDevice,
     PlatformInfo,
     SystemConfig,
     SystemFlag,
+    format_cpus,
+    parse_cpus,
 )
 from jailhouse.configgen._common import (
     MIB,
@@ -350,8 +353,6 @@ def probe_arm64(
     online = host.text("/sys/devices/system/cpu/online")
     cpu_set = frozenset(range(len(cpus)))
     if online is not None:
-        from jailhouse.config.model import format_cpus, parse_cpus  # noqa: PLC0415
-
         seen = parse_cpus(online)
         if seen != cpu_set:
             notes.append(
@@ -487,23 +488,20 @@ def probe_arm64(
             )
         )
     mapped = regions.regions()
-    regions_start = 0
+    mem_regions = tuple(r for r, _ in mapped)
+    devices: tuple[PciDevice, ...] = ()
+    if ivshmem:
+        start = mem_regions.index(link_regions[0])
+        devices = (ivshmem_device(_IVSHMEM_BDF, vdomain, start, msix=False),)
     root = CellConfig(
         name=name,
         arch=Arch.ARM64,
         cpus=cpu_set,
-        mem_regions=tuple(r for r, _ in mapped),
+        mem_regions=mem_regions,
         irqchips=chips,
-        pci_devices=(
-            (ivshmem_device(_IVSHMEM_BDF, vdomain, regions_start, msix=False),) if ivshmem else ()
-        ),
+        pci_devices=devices,
         vpci_irq_base=vpci_irq_base,
     )
-    if ivshmem:
-        starts = [i for i, r in enumerate(root.mem_regions) if r == link_regions[0]]
-        root = root.replace(
-            pci_devices=(ivshmem_device(_IVSHMEM_BDF, vdomain, starts[0], msix=False),)
-        )
     if (
         uart is not None
         and console.type != ConsoleType.NONE
