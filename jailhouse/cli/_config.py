@@ -26,7 +26,7 @@ __all__ = ["config_document", "describe_config", "register"]
 
 
 def register(verbs: Verbs) -> None:
-    """Add ``config show``, ``config check``, ``config from-xml`` and ``config to-xml``."""
+    """Add ``config show``, ``check``, ``from-xml``, ``to-xml``, ``create`` and ``new-cell``."""
     config = verbs.group(
         "config",
         help="show, check and translate config files (no device needed)",
@@ -95,6 +95,7 @@ def register(verbs: Verbs) -> None:
         examples=["jhctl config to-xml demo.cell > demo.xml"],
     )
     p.add_argument("file", metavar="CELL.cell", help="a cell config")
+    _register_generators(config)
 
 
 # -- show -------------------------------------------------------------------------------------
@@ -358,3 +359,229 @@ def _to_xml(args: argparse.Namespace, ctx: Context) -> int:
     xml = cell_to_domain(cell)
     ctx.emit({"name": cell.name, "xml": xml}, xml)
     return EXIT_OK
+
+
+# -- create, new-cell ---------------------------------------------------------------------------
+
+
+def _register_generators(config: Verbs) -> None:
+    p = config.add(
+        "create",
+        _create,
+        help="generate the system config of this host (or of a recorded host tree)",
+        description="Generate a system config from what the host shows: on x86 /proc/iomem, "
+        "the kernel command line, the CPU and PCI sysfs and the ACPI tables (MCFG, DMAR or "
+        "IVRS, APIC, FACP); on arm64 the device tree under /proc/device-tree.  Every file is "
+        "read below --root, so a recorded tree works as well as the running host.  Warnings "
+        "name the file or node and what to supply (such as the memmap= or mem= setting that "
+        "keeps the hypervisor memory from Linux); they go to stderr.  Without -o, --xml or "
+        "--c the config is summarised.  Exits 1 when the result fails `config check`.",
+        examples=[
+            "jhctl config create -o sys.cell",
+            "jhctl config create --root fixtures/hosts/qemu-arm64-virt -o sys.cell",
+            "jhctl config create --c > sys.c",
+            "jhctl config create --xml --root fixtures/hosts/qemu-q35",
+            "jhctl config create --json --root fixtures/hosts/qemu-q35 | jq '.notes[]'",
+        ],
+    )
+    form = p.add_mutually_exclusive_group()
+    form.add_argument("--xml", action="store_true", help="print the root cell as domain XML")
+    form.add_argument("--c", action="store_true", help="print C source in upstream's config format")
+    p.add_argument(
+        "-o", "--output", metavar="FILE", help="write there (the .cell, or the --xml/--c text)"
+    )
+    p.add_argument("--root", default="/", metavar="DIR", help="the directory that plays / ")
+    p.add_argument("--arch", choices=["x86", "arm64"], help="the host's architecture")
+    p.add_argument("--name", default="root", help="the root cell's name (default: root)")
+    p.add_argument(
+        "--no-ivshmem",
+        action="store_true",
+        help="leave out the root cell's ivshmem link (device 00:0e.0 on x86, 0001:00:00.0 on "
+        "arm64) that `config new-cell --ivshmem` joins",
+    )
+    p = config.add(
+        "new-cell",
+        _new_cell,
+        help="make a cell for N CPUs and M MiB from what the system leaves free",
+        description="Make a non-root cell config for a system config and the cells already "
+        "defined on it: CPUs of the root cell no other cell has, RAM from the inmate pool, "
+        "the comm region, the debug console and, with --ivshmem, the second peer of the "
+        "root cell's ivshmem link (on ARM with its INTx line).  The result is ready for "
+        "`cell create` (-o) or `define` (--xml).",
+        examples=[
+            "jhctl config new-cell sys.cell --cpus 1 --mem 16 --ivshmem -o demo.cell",
+            "jhctl config new-cell sys.cell --cells demo.cell --cpus 2 --mem 128 --xml > l.xml",
+            "jhctl config new-cell sys.cell --cpus 1 --mem 8 --root / --console-irq auto -o c.cell",
+        ],
+    )
+    p.add_argument("system", metavar="SYSTEM.cell", help="the system config")
+    p.add_argument(
+        "--cells", nargs="*", default=[], metavar="CELL.cell", help="cells already defined"
+    )
+    p.add_argument("--cpus", type=int, required=True, metavar="N", help="how many CPUs")
+    p.add_argument("--mem", type=int, required=True, metavar="MIB", help="RAM in MiB")
+    p.add_argument("--name", help="the cell's name (default: cell, or cell2, cell3... when taken)")
+    p.add_argument(
+        "--ivshmem", action="store_true", help="join the root cell's ivshmem link as peer 1"
+    )
+    p.add_argument(
+        "--console-irq",
+        metavar="IRQ|auto",
+        help="ARM: grant the debug UART's interrupt (it leaves the root cell while the cell "
+        "runs); auto reads it from the device tree under --root",
+    )
+    p.add_argument(
+        "--root",
+        metavar="DIR",
+        help="a host tree whose device tree names the interrupts in use (ARM)",
+    )
+    out = p.add_mutually_exclusive_group(required=True)
+    out.add_argument("-o", "--output", metavar="CELL.cell", help="write the cell config")
+    out.add_argument("--xml", action="store_true", help="print the cell as domain XML")
+
+
+def _notes_out(notes: Any, ctx: Context) -> list[dict[str, str | None]]:  # noqa: ANN401
+    for note in notes:
+        ctx.note(str(note))
+    return [note.to_dict() for note in notes]
+
+
+def _system_comment(system: SystemConfig) -> str:
+    hv = system.hypervisor_memory
+    p = system.platform
+    text = (
+        f"Jailhouse system config ({system.arch.libvirt_name}): hypervisor memory "
+        f"{hv.phys_start:#x}+{hv.size:#x}, debug console {system.debug_console}, PCI "
+        f"MMCONFIG {p.pci_mmconfig_base:#x} (buses 0-{p.pci_mmconfig_end_bus}, domain "
+        f"{p.pci_domain}{', virtual' if p.pci_is_virtual else ''}), "
+        f"{len(p.iommu_units)} IOMMU unit(s); the root cell follows"
+    )
+    return f"<!-- {text.replace('--', '-')} -->\n"
+
+
+def _create(args: argparse.Namespace, ctx: Context) -> int:
+    from jailhouse.config.model import Arch  # noqa: PLC0415
+    from jailhouse.config.validate import Severity, check_configs  # noqa: PLC0415
+    from jailhouse.configgen import generate_system, to_c_source  # noqa: PLC0415
+    from jailhouse.store import write_atomically  # noqa: PLC0415
+
+    arch = Arch.from_name(args.arch) if args.arch else None
+    result = generate_system(args.root, arch=arch, name=args.name, ivshmem=not args.no_ivshmem)
+    system = result.config
+    findings = check_configs(system)
+    errors = [f for f in findings if f.severity is Severity.ERROR]
+    notes = _notes_out(result.notes, ctx)
+    for finding in findings:
+        ctx.note(f"config check: {finding}")
+    doc: dict[str, Any] = {
+        "root": args.root,
+        "output": args.output,
+        "format": "xml" if args.xml else "c" if args.c else "cell",
+        "notes": notes,
+        "findings": [_finding_document(f) for f in findings],
+        "config": config_document(system),
+    }
+    if args.xml or args.c:
+        from jailhouse.domxml import cell_to_domain  # noqa: PLC0415 - lxml loads here only
+
+        text = (
+            _system_comment(system) + cell_to_domain(system.root_cell)
+            if args.xml
+            else to_c_source(
+                system,
+                comments=result.region_comments,
+                title=f"Generated by jhctl config create from {args.root}.",
+            )
+        )
+        if args.output:
+            write_atomically(args.output, text.encode())
+            ctx.emit(doc, f"wrote {args.output}")
+        else:
+            doc["text"] = text
+            ctx.emit(doc, text)
+    elif args.output:
+        blob = system.to_bytes()
+        write_atomically(args.output, blob)
+        ctx.emit(
+            doc,
+            f"wrote {args.output}: {system}, {len(blob)} bytes\n"
+            f"check the host with: jhctl host-validate --system {args.output}",
+        )
+    else:
+        ctx.emit(doc, lambda: describe_config(system))
+    return EXIT_FINDINGS if errors else EXIT_OK
+
+
+def _new_cell(args: argparse.Namespace, ctx: Context) -> int:
+    from jailhouse.configgen import (  # noqa: PLC0415
+        device_tree_spis,
+        device_tree_uart_irq,
+        new_cell,
+    )
+    from jailhouse.errors import ConfigError  # noqa: PLC0415
+    from jailhouse.store import write_atomically  # noqa: PLC0415
+
+    system = load_system_file(args.system)
+    cells = [load_cell_file(path) for path in args.cells]
+    console_irq: int | None = None
+    if args.console_irq == "auto":
+        if args.root is None:
+            raise ConfigError("--console-irq", "auto", "needs --root to read the device tree")
+        console_irq = device_tree_uart_irq(args.root, system.debug_console.address)
+        if console_irq is None:
+            raise ConfigError(
+                "--console-irq",
+                "auto",
+                f"no device-tree node at {system.debug_console.address:#x} names an interrupt",
+            )
+    elif args.console_irq is not None:
+        try:
+            console_irq = int(args.console_irq, 0)
+        except ValueError:
+            raise ConfigError("--console-irq", args.console_irq, "not a number or auto") from None
+    spis = device_tree_spis(args.root) if args.root else frozenset()
+    name = args.name
+    if name is None:
+        taken = {system.root_cell.name, *(c.name for c in cells)}
+        name = next(n for n in ("cell", *(f"cell{i}" for i in range(2, 99))) if n not in taken)
+    result = new_cell(
+        system,
+        cpus=args.cpus,
+        mem_mib=args.mem,
+        name=name,
+        cells=cells,
+        ivshmem=args.ivshmem,
+        console_irq=console_irq,
+        device_spis=spis,
+    )
+    cell = result.config
+    notes = _notes_out(result.notes, ctx)
+    doc: dict[str, Any] = {
+        "output": args.output,
+        "name": cell.name,
+        "cpus": sorted(cell.cpus),
+        "notes": notes,
+        "config": config_document(cell),
+    }
+    if args.xml:
+        from jailhouse.domxml import cell_to_domain  # noqa: PLC0415 - lxml loads here only
+
+        xml = cell_to_domain(cell)
+        doc["xml"] = xml
+        ctx.emit(doc, xml)
+    else:
+        from jailhouse.config.flags import format_cpus  # noqa: PLC0415
+
+        blob = cell.to_bytes()
+        write_atomically(args.output, blob)
+        ctx.emit(
+            doc,
+            f"wrote {args.output}: cell {cell.name!r}, CPUs {format_cpus(cell.cpus)}, "
+            f"{len(cell.mem_regions)} memory regions, {len(blob)} bytes\n"
+            f"check it with: jhctl config check {args.system} "
+            + " ".join([*args.cells, args.output]),
+        )
+    failed = any(
+        n.kind.value == "warning" and n.source.startswith("config check") for n in result.notes
+    )
+    return EXIT_FINDINGS if failed else EXIT_OK
