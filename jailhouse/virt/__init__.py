@@ -49,15 +49,18 @@ Mapping:
 - ``create()`` loads the definition's images, or the park-loop inmate when it has none,
   and starts the cell.  Linux boots (``<os><kernel>``) are refused
   (``VIR_ERR_CONFIG_UNSUPPORTED``): they need upstream's ``jailhouse cell linux`` loader.
-- Migration raises ``VIR_ERR_OPERATION_UNSUPPORTED``: a partitioning hypervisor cannot
-  move a cell off the machine whose CPUs and memory it owns.  ``suspend()`` does too.
+- Live migration raises ``VIR_ERR_OPERATION_UNSUPPORTED``: a partitioning hypervisor
+  cannot move a running cell off the machine whose CPUs and memory it owns.
+  ``VIR_MIGRATE_OFFLINE`` moves the definition and its boot files, and ``cold=True``
+  stops the cell here and starts it there (see :mod:`jailhouse.virt._migrate`).
+  ``suspend()`` raises ``VIR_ERR_OPERATION_UNSUPPORTED`` too.
 - Domain XML needs the system config the hypervisor was enabled with, to place cells:
   ``?system=PATH`` in the URI or :meth:`virConnect.setSystemConfig`.
 """
 
 from __future__ import annotations
 
-from jailhouse.virt import _constants
+from jailhouse.virt import _constants, _migrate
 from jailhouse.virt._api import (
     DEFAULT_STORE,
     STORE_ENV,
@@ -69,6 +72,7 @@ from jailhouse.virt._api import (
 )
 from jailhouse.virt._constants import *  # noqa: F403 - libvirt's constants, as libvirt-python
 from jailhouse.virt._errors import libvirtError, registerErrorHandler, virGetLastError
+from jailhouse.virt._migrate import *  # noqa: F403 - libvirt's migration flags and parameters
 
 __all__ = [
     "DEFAULT_STORE",
@@ -83,3 +87,4 @@ __all__ = [
     "virGetLastError",
 ]
 __all__ += _constants.__all__
+__all__ += _migrate.__all__
