@@ -214,7 +214,7 @@ def fleet(root: Path, boards: dict[str, str]) -> Iterator[Path]:
     try:
         daemons.start(["salt-master", "-c", str(master), "-l", "warning"], master / "out.log")
         for minion_id, connection in boards.items():
-            mroot = root / minion_id
+            mroot = root / "minions" / minion_id
             mroot.mkdir(parents=True)
             (mroot / "minion").write_text(
                 yaml_config(
@@ -251,7 +251,7 @@ def _wait_for(master: Path, minions: list[str]) -> None:
             return
         time.sleep(1)
     logs = "".join(
-        (master.parent / m / "out.log").read_text(errors="replace")[-1500:] for m in minions
+        (master.parent / "minions" / m / "out.log").read_text(errors="replace")[-1500:] for m in minions
     )
     msg = f"minions {sorted(set(minions) - answered)} never answered; logs: {logs}"
     raise TimeoutError(msg)
