@@ -251,7 +251,8 @@ def _wait_for(master: Path, minions: list[str]) -> None:
             return
         time.sleep(1)
     logs = "".join(
-        (master.parent / "minions" / m / "out.log").read_text(errors="replace")[-1500:] for m in minions
+        (master.parent / "minions" / m / "out.log").read_text(errors="replace")[-1500:]
+        for m in minions
     )
     msg = f"minions {sorted(set(minions) - answered)} never answered; logs: {logs}"
     raise TimeoutError(msg)
