@@ -824,6 +824,7 @@ class virDomain:  # noqa: N801 - libvirt-python's name
         from jailhouse.virt import _migrate  # noqa: PLC0415
 
         self._view("virDomainMigrateToURI2")
+        _migrate.precheck(self, flags, cold=cold)
         if not dconnuri:
             raise make_error(c.VIR_ERR_INVALID_ARG, "virDomainMigrateToURI2 needs dconnuri")
         _migrate.migrate_to_uri(self, dconnuri, flags, dname=dname, dxml=dxml, cold=cold)

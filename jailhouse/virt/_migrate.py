@@ -91,10 +91,10 @@ VIR_MIGRATE_PARAM_PERSIST_XML: Final = "persistent_xml"
 VIR_MIGRATE_PARAM_BANDWIDTH: Final = "bandwidth"
 
 _LIVE_REASON: Final = (
-    "a running Jailhouse cell cannot migrate live: it owns physical CPUs and memory of "
-    "this machine, and its state cannot be moved to another; use VIR_MIGRATE_OFFLINE "
-    "(the definition moves, the cell keeps running here) or a cold move (stop here, "
-    "start there: the cell's state is lost)"
+    "a Jailhouse cell cannot migrate live: a partitioning hypervisor gives a running cell "
+    "physical CPUs and memory of this machine, and its state cannot move to another; use "
+    "VIR_MIGRATE_OFFLINE (the definition moves, the cell keeps running here) or a cold "
+    "move (stop here, start there: the cell's state is lost)"
 )
 _STATEFUL: Final = VIR_MIGRATE_LIVE | VIR_MIGRATE_POSTCOPY | VIR_MIGRATE_PAUSED
 # Flags that change nothing when only files move: transports and disk copying (images
@@ -479,13 +479,7 @@ def migrate(
             for the same connection twice or an inactive domain without ``OFFLINE`` or
             ``cold``; the destination's errors (nothing changed on either side then).
     """
-    if flags < 0 or flags & ~_KNOWN:
-        raise _invalid(f"unsupported flags ({flags & ~_KNOWN:#x}) in function virDomainMigrate3")
-    offline = bool(flags & VIR_MIGRATE_OFFLINE)
-    if offline and flags & _STATEFUL:
-        raise _invalid("VIR_MIGRATE_OFFLINE cannot be combined with LIVE, POSTCOPY or PAUSED")
-    if offline and not flags & VIR_MIGRATE_PERSIST_DEST:
-        raise _invalid("offline migration requires VIR_MIGRATE_PERSIST_DEST")
+    precheck(dom, flags, cold=cold)
     src = dom.connect()
     if src.driver.store.root.resolve() == dconn.driver.store.root.resolve():
         raise make_error(
@@ -493,13 +487,6 @@ def migrate(
             f"source and destination are the same host ({src.getURI()}): nothing to move",
         )
     active = bool(dom.isActive())
-    if flags & _STATEFUL or (active and not offline and not cold):
-        raise make_error(c.VIR_ERR_OPERATION_UNSUPPORTED, _LIVE_REASON)
-    if not active and not offline and not cold:
-        raise make_error(
-            c.VIR_ERR_OPERATION_INVALID,
-            "domain is not running: move its definition with VIR_MIGRATE_OFFLINE",
-        )
     package = export_package(dom)
     if cold and active:
         moved = _cold(dom, dconn, package, dname=dname, dxml=dxml)
@@ -515,6 +502,29 @@ def migrate(
             )
             raise
     return moved
+
+
+def precheck(dom: virDomain, flags: int, *, cold: bool) -> None:
+    """Check the flags against the source domain, before any destination is opened.
+
+    Raises:
+        libvirtError: As :func:`migrate`, for everything the source alone decides.
+    """
+    if flags < 0 or flags & ~_KNOWN:
+        raise _invalid(f"unsupported flags ({flags & ~_KNOWN:#x}) in function virDomainMigrate3")
+    offline = bool(flags & VIR_MIGRATE_OFFLINE)
+    if offline and flags & _STATEFUL:
+        raise _invalid("VIR_MIGRATE_OFFLINE cannot be combined with LIVE, POSTCOPY or PAUSED")
+    if offline and not flags & VIR_MIGRATE_PERSIST_DEST:
+        raise _invalid("offline migration requires VIR_MIGRATE_PERSIST_DEST")
+    active = bool(dom.isActive())
+    if flags & _STATEFUL or (active and not offline and not cold):
+        raise make_error(c.VIR_ERR_OPERATION_UNSUPPORTED, _LIVE_REASON)
+    if not active and not offline and not cold:
+        raise make_error(
+            c.VIR_ERR_OPERATION_INVALID,
+            "domain is not running: move its definition with VIR_MIGRATE_OFFLINE",
+        )
 
 
 def _cold(
@@ -584,5 +594,6 @@ def migrate_to_uri(
     """
     from jailhouse.virt._api import open as open_uri  # noqa: PLC0415
 
+    precheck(dom, flags, cold=cold)
     with open_uri(duri) as dconn:
         migrate(dom, dconn, flags, dname=dname, dxml=dxml, cold=cold)
