@@ -122,6 +122,24 @@ def test_virtual_refuses_without_device_or_sim(tmp_path: Path) -> None:
     assert "sim:///PATH" in result.stderr
 
 
+def test_connection_from_the_pillar(board: Board, tmp_path: Path) -> None:
+    """Without jailhouse:connection in the minion config, the pillar's is used."""
+    board.enable()
+    minion = LocalMinion(tmp_path / "pillared", None)
+    pillar = tmp_path / "pillar"
+    pillar.mkdir()
+    (pillar / "top.sls").write_text("base:\n  '*':\n    - board\n", encoding="utf-8")
+    connection = json.dumps({"jailhouse": {"connection": board.uri}})
+    (pillar / "board.sls").write_text(connection + "\n", encoding="utf-8")
+    config = minion.root / "minion"
+    config.write_text(
+        config.read_text(encoding="utf-8")
+        + f"pillar_roots: {json.dumps({'base': [str(pillar)]})}\n",
+        encoding="utf-8",
+    )
+    assert minion.call("jailhouse.node_info").data["uri"] == board.uri
+
+
 def test_units_match_salt(tmp_path: Path) -> None:
     """Sizes convert to the bytes Salt's virt module would compute for them."""
     sizes = ["512", "16m", "16M", "1g", "2GiB", "64KiB", "1gb", "500MB", "4096b", "1.5g"]

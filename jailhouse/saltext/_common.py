@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from lxml import etree
 
@@ -19,7 +19,7 @@ from jailhouse.domxml._xml import NS
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from jailhouse.virt import virConnect, virDomain
+    from jailhouse.virt import virDomain
 
 __all__ = [
     "CONFIG_KEY",
@@ -29,6 +29,7 @@ __all__ = [
     "connection_uri",
     "domain_info",
     "domain_xml",
+    "lookup",
     "memory_kib",
     "parse_cpus",
     "to_bytes",
@@ -65,7 +66,7 @@ def lookup(mapping: Mapping[str, Any] | None, key: str = CONFIG_KEY) -> object:
         return None
     if key in mapping:
         return mapping[key]
-    value: object = mapping
+    value: object = dict(mapping)  # Salt's __pillar__ is a mapping proxy, not a dict
     for part in key.split(":"):
         if not isinstance(value, dict) or part not in value:
             return None
@@ -391,14 +392,3 @@ def domain_info(dom: virDomain) -> dict[str, Any]:
         "autostart": 0,
         "statistics": {} if view.cell is None else dict(view.cell.statistics),
     }
-
-
-def store_root(conn: virConnect) -> Path:
-    """Return the directory of a connection's definitions."""
-    return conn.driver.store.root
-
-
-def sim_root(uri: str) -> Path | None:
-    """Return the directory of a ``sim:///`` URI, ``None`` for other URIs."""
-    parts = urlsplit(uri)
-    return Path(unquote(parts.path)) if parts.scheme == "sim" else None
