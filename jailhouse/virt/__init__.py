@@ -49,8 +49,11 @@ Mapping:
 - ``create()`` loads the definition's images, or the park-loop inmate when it has none,
   and starts the cell.  Linux boots (``<os><kernel>``) are refused
   (``VIR_ERR_CONFIG_UNSUPPORTED``): they need upstream's ``jailhouse cell linux`` loader.
-- Migration raises ``VIR_ERR_OPERATION_UNSUPPORTED``: a partitioning hypervisor cannot
-  move a cell off the machine whose CPUs and memory it owns.  ``suspend()`` does too.
+- Live migration raises ``VIR_ERR_OPERATION_UNSUPPORTED``: a partitioning hypervisor
+  cannot move a running cell off the machine whose CPUs and memory it owns.
+  ``VIR_MIGRATE_OFFLINE`` moves the definition and its boot files, and ``cold=True``
+  stops the cell here and starts it there (see :mod:`jailhouse.virt._migrate`).
+  ``suspend()`` raises ``VIR_ERR_OPERATION_UNSUPPORTED`` too.
 - Domain XML needs the system config the hypervisor was enabled with, to place cells:
   ``?system=PATH`` in the URI or :meth:`virConnect.setSystemConfig`.
 
@@ -71,7 +74,7 @@ For programs written for libvirt-python:
 
 from __future__ import annotations
 
-from jailhouse.virt import _constants
+from jailhouse.virt import _constants, _migrate
 from jailhouse.virt._api import (
     DEFAULT_STORE,
     STORE_ENV,
@@ -110,6 +113,7 @@ from jailhouse.virt._events import TimerCB as _TimerCB  # noqa: F401
 from jailhouse.virt._host import getVersion, virInitialize
 from jailhouse.virt._libvirt_api import CONSTANTS as _CONSTANTS
 from jailhouse.virt._libvirt_api import FUNCTIONS as _FUNCTIONS
+from jailhouse.virt._migrate import *  # noqa: F403 - libvirt's migration flags and parameters
 from jailhouse.virt._nosupport import (
     unsupported_function,
     virDomainCheckpoint,
@@ -170,6 +174,7 @@ __all__ = [
     "virStream",
 ]
 __all__ += _constants.__all__
+__all__ += _migrate.__all__
 
 
 # Every constant and function libvirt-python has (see ``_libvirt_api``): constants the

@@ -25,7 +25,7 @@ from jailhouse.virt._stats import ConnectStats, DomainStats
 from jailhouse.virt._stream import ConnectStreams, DomainConsole
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
     from types import TracebackType
 
     from jailhouse.hypervisor import Hypervisor
@@ -778,35 +778,118 @@ class virDomain(DomainStats, DomainConsole, DomainHabits):  # noqa: N801 - libvi
             p.steps - p.step_index,
         ]
 
-    # -- migration (impossible) -------------------------------------------------------------
+    # -- migration -------------------------------------------------------------
 
     def _no_migration(self, function: str) -> libvirtError:
         self._view(function)
         return make_error(c.VIR_ERR_OPERATION_UNSUPPORTED, _MIGRATION)
 
-    def migrate(self, *args: object, **kwargs: object) -> virDomain:  # noqa: ARG002 - any arguments
-        """Refuse: a cell cannot migrate (``VIR_ERR_OPERATION_UNSUPPORTED``)."""
-        raise self._no_migration("virDomainMigrate")
+    # Offline and cold moves are jailhouse.virt._migrate's; live migration is refused there.
 
-    def migrate2(self, *args: object, **kwargs: object) -> virDomain:  # noqa: ARG002 - any arguments
-        """Refuse: a cell cannot migrate (``VIR_ERR_OPERATION_UNSUPPORTED``)."""
-        raise self._no_migration("virDomainMigrate2")
+    def migrate(
+        self,
+        dconn: virConnect,
+        flags: int = 0,
+        dname: str | None = None,
+        uri: str | None = None,  # noqa: ARG002 - a data channel: nothing streams
+        bandwidth: int = 0,  # noqa: ARG002 - same reason
+        *,
+        cold: bool = False,
+    ) -> virDomain:
+        """Move the domain to ``dconn``: offline (the definition), or cold (stop, start there).
 
-    def migrate3(self, *args: object, **kwargs: object) -> virDomain:  # noqa: ARG002 - any arguments
-        """Refuse: a cell cannot migrate (``VIR_ERR_OPERATION_UNSUPPORTED``)."""
-        raise self._no_migration("virDomainMigrate3")
+        See :mod:`jailhouse.virt._migrate`; ``cold`` is an extension of libvirt's
+        signature.  Live migration raises ``VIR_ERR_OPERATION_UNSUPPORTED``.
+        """
+        from jailhouse.virt import _migrate  # noqa: PLC0415 - it imports this module
 
-    def migrateToURI(self, *args: object, **kwargs: object) -> int:  # noqa: ARG002 - any arguments
-        """Refuse: a cell cannot migrate (``VIR_ERR_OPERATION_UNSUPPORTED``)."""
-        raise self._no_migration("virDomainMigrateToURI")
+        self._view("virDomainMigrate")
+        return _migrate.migrate(self, dconn, flags, dname=dname, cold=cold)
 
-    def migrateToURI2(self, *args: object, **kwargs: object) -> int:  # noqa: ARG002 - any arguments
-        """Refuse: a cell cannot migrate (``VIR_ERR_OPERATION_UNSUPPORTED``)."""
-        raise self._no_migration("virDomainMigrateToURI2")
+    def migrate2(  # noqa: PLR0917 - libvirt-python's signature
+        self,
+        dconn: virConnect,
+        dxml: str | None = None,
+        flags: int = 0,
+        dname: str | None = None,
+        uri: str | None = None,  # noqa: ARG002 - a data channel: nothing streams
+        bandwidth: int = 0,  # noqa: ARG002 - same reason
+        *,
+        cold: bool = False,
+    ) -> virDomain:
+        """Move the domain as :meth:`migrate`, defining it there from ``dxml`` if given."""
+        from jailhouse.virt import _migrate  # noqa: PLC0415
 
-    def migrateToURI3(self, *args: object, **kwargs: object) -> int:  # noqa: ARG002 - any arguments
-        """Refuse: a cell cannot migrate (``VIR_ERR_OPERATION_UNSUPPORTED``)."""
-        raise self._no_migration("virDomainMigrateToURI3")
+        self._view("virDomainMigrate2")
+        return _migrate.migrate(self, dconn, flags, dname=dname, dxml=dxml, cold=cold)
+
+    def migrate3(
+        self,
+        dconn: virConnect,
+        params: Mapping[str, object] | None = None,
+        flags: int = 0,
+        *,
+        cold: bool = False,
+    ) -> virDomain:
+        """Move the domain as :meth:`migrate`; ``params`` may name the destination and XML."""
+        from jailhouse.virt import _migrate  # noqa: PLC0415
+
+        self._view("virDomainMigrate3")
+        dname, dxml = _migrate.migrate_params(params, "virDomainMigrate3")
+        return _migrate.migrate(self, dconn, flags, dname=dname, dxml=dxml, cold=cold)
+
+    def migrateToURI(
+        self,
+        duri: str,
+        flags: int = 0,
+        dname: str | None = None,
+        bandwidth: int = 0,  # noqa: ARG002 - a data channel: nothing streams
+        *,
+        cold: bool = False,
+    ) -> int:
+        """Move the domain to the connection ``duri`` opens (peer to peer); return 0."""
+        from jailhouse.virt import _migrate  # noqa: PLC0415
+
+        self._view("virDomainMigrateToURI")
+        _migrate.migrate_to_uri(self, duri, flags, dname=dname, cold=cold)
+        return 0
+
+    def migrateToURI2(  # noqa: PLR0917 - libvirt-python's signature
+        self,
+        dconnuri: str | None = None,
+        miguri: str | None = None,  # noqa: ARG002 - a data channel: nothing streams
+        dxml: str | None = None,
+        flags: int = 0,
+        dname: str | None = None,
+        bandwidth: int = 0,  # noqa: ARG002 - same reason
+        *,
+        cold: bool = False,
+    ) -> int:
+        """Move the domain to the connection ``dconnuri`` opens, as :meth:`migrate2`."""
+        from jailhouse.virt import _migrate  # noqa: PLC0415
+
+        self._view("virDomainMigrateToURI2")
+        _migrate.precheck(self, flags, cold=cold)
+        if not dconnuri:
+            raise make_error(c.VIR_ERR_INVALID_ARG, "virDomainMigrateToURI2 needs dconnuri")
+        _migrate.migrate_to_uri(self, dconnuri, flags, dname=dname, dxml=dxml, cold=cold)
+        return 0
+
+    def migrateToURI3(
+        self,
+        dconnuri: str,
+        params: Mapping[str, object] | None = None,
+        flags: int = 0,
+        *,
+        cold: bool = False,
+    ) -> int:
+        """Move the domain to the connection ``dconnuri`` opens, as :meth:`migrate3`."""
+        from jailhouse.virt import _migrate  # noqa: PLC0415
+
+        self._view("virDomainMigrateToURI3")
+        dname, dxml = _migrate.migrate_params(params, "virDomainMigrateToURI3")
+        _migrate.migrate_to_uri(self, dconnuri, flags, dname=dname, dxml=dxml, cold=cold)
+        return 0
 
     def migrateSetMaxDowntime(self, *args: object, **kwargs: object) -> int:  # noqa: ARG002 - any arguments
         """Refuse: a cell cannot migrate (``VIR_ERR_OPERATION_UNSUPPORTED``)."""
