@@ -235,14 +235,30 @@ def _place_stub(cell: CellConfig, stub: LoaderStub) -> int:
     return address
 
 
+def _subtract(pieces: list[tuple[int, int]], lo: int, hi: int) -> list[tuple[int, int]]:
+    """Remove ``[lo, hi)`` from intervals."""
+    out: list[tuple[int, int]] = []
+    for start, end in pieces:
+        if hi <= start or lo >= end:
+            out.append((start, end))
+            continue
+        out += [(a, b) for a, b in ((start, lo), (hi, end)) if b > a]
+    return out
+
+
 def _free_spans(cell: CellConfig, taken: tuple[int, int]) -> list[_Span]:
-    """Return the loadable regions' stretches outside ``taken``, lowest first."""
+    """Return the loadable regions' stretches outside ``taken``, lowest first.
+
+    A stretch that an earlier region also covers is left out: the driver picks the first
+    region containing an image's address, which would be that one.
+    """
     spans: list[_Span] = []
     for index, r in _loadable(cell):
-        start, end = r.virt_start, r.virt_start + r.size
-        lo, hi = taken
-        pieces = [(start, end)] if hi <= start or lo >= end else [(start, lo), (hi, end)]
-        spans += [_Span(a, b, index) for a, b in pieces if b > a]
+        pieces = [(r.virt_start, r.virt_start + r.size)]
+        for earlier in cell.mem_regions[:index]:
+            pieces = _subtract(pieces, earlier.virt_start, earlier.virt_start + earlier.size)
+        pieces = _subtract(pieces, *taken)
+        spans += [_Span(a, b, index) for a, b in pieces]
     return sorted(spans, key=lambda s: (s.start, s.region))
 
 
