@@ -46,6 +46,7 @@ from jailhouse.config.model import (
     SystemFlag,
     X86Platform,
 )
+from jailhouse.linux.fdt import DeviceTree, Node
 
 u8 = st.integers(0, 0xFF)
 u16 = st.integers(0, 0xFFFF)
@@ -381,3 +382,49 @@ def mutated_domains(draw: st.DrawFn) -> bytes:
     elif kind == "copy" and target.getparent() is not None:
         target.getparent().append(etree.fromstring(etree.tostring(target)))  # type: ignore[union-attr]
     return etree.tostring(root)
+
+
+# -- flattened device trees ------------------------------------------------------------------
+
+_FDT_NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789,._+-"
+fdt_node_names = st.builds(
+    lambda base, unit: f"{base}@{unit:x}" if unit is not None else base,
+    st.text(_FDT_NAME_CHARS, min_size=1, max_size=12),
+    st.none() | u64,
+)
+"""Node names the devicetree specification allows, some with a unit address."""
+fdt_property_names = st.text(_FDT_NAME_CHARS + "?#", min_size=1, max_size=31)
+"""Property names the devicetree specification allows."""
+
+
+@st.composite
+def fdt_nodes(draw: st.DrawFn, depth: int = 3, name: str | None = None) -> Node:
+    """Draw a device tree node: raw, cell and string properties, then unique children."""
+    node = Node(draw(fdt_node_names) if name is None else name)
+    for prop in draw(st.lists(fdt_property_names, max_size=5, unique=True)):
+        kind = draw(st.sampled_from(["raw", "u32", "u64", "strings", "empty"]))
+        if kind == "raw":
+            node.set(prop, draw(st.binary(max_size=20)))
+        elif kind == "u32":
+            node.set_u32(prop, *draw(st.lists(u32, min_size=1, max_size=4)))
+        elif kind == "u64":
+            node.set_u64(prop, *draw(st.lists(u64, min_size=1, max_size=2)))
+        elif kind == "strings":
+            text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=10)
+            node.set_strings(prop, *draw(st.lists(text, min_size=1, max_size=3)))
+        else:
+            node.set_empty(prop)
+    if depth > 0:
+        for child in draw(st.lists(fdt_node_names, max_size=3, unique=True)):
+            node.children.append(draw(fdt_nodes(depth - 1, child)))
+    return node
+
+
+@st.composite
+def device_trees(draw: st.DrawFn) -> DeviceTree:
+    """Draw a whole device tree: a root node, memory reservations and a boot CPU id."""
+    return DeviceTree(
+        root=draw(fdt_nodes(name="")),
+        reservations=draw(st.lists(st.tuples(u64, u64.filter(bool)), max_size=3)),
+        boot_cpuid_phys=draw(u32),
+    )

@@ -9,11 +9,18 @@ device: :meth:`jailhouse.hypervisor.Hypervisor.boot_linux` loads and starts a pl
 
 from __future__ import annotations
 
+from jailhouse.linux import fdt
 from jailhouse.linux._arm64 import (
     ARM64_LOADER,
     ARM64_LOADER_SOURCE,
     Arm64Image,
     parse_arm64_image,
+)
+from jailhouse.linux._devicetree import (
+    DeviceTreeNote,
+    GeneratedDeviceTree,
+    build_device_tree,
+    generate_device_tree,
 )
 from jailhouse.linux._kernel import KernelImage, detect_format, parse_kernel
 from jailhouse.linux._loader import LoaderStub
@@ -24,11 +31,16 @@ __all__ = [
     "ARM64_LOADER_SOURCE",
     "COMMAND_LINE_SIZE",
     "Arm64Image",
+    "DeviceTreeNote",
+    "GeneratedDeviceTree",
     "KernelImage",
     "LoadEntry",
     "LoadPlan",
     "LoaderStub",
+    "build_device_tree",
     "detect_format",
+    "fdt",
+    "generate_device_tree",
     "parse_arm64_image",
     "parse_kernel",
     "plan_linux",
