@@ -11,16 +11,18 @@ The formats recognised, each by its magic:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol
 
 from jailhouse.config.flags import Arch
 from jailhouse.errors import BootError
 from jailhouse.linux._arm64 import is_arm64_image, parse_arm64_image
+from jailhouse.linux._x86 import BzImage, parse_bzimage
 
 if TYPE_CHECKING:
     from jailhouse.linux._arm64 import Arm64Image
 
-__all__ = ["KernelImage", "detect_format", "parse_kernel"]
+__all__ = ["KernelImage", "X86Kernel", "detect_format", "parse_kernel"]
 
 ARM64_IMAGE: Final = "arm64 Image"
 X86_BZIMAGE: Final = "x86 bzImage"
@@ -53,6 +55,28 @@ class KernelImage(Protocol):
     def format(self) -> str:
         """The format's name, such as ``arm64 Image``."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class X86Kernel:
+    """An x86 bzImage and its setup header.
+
+    Attributes:
+        data: The whole file.
+        header: What its setup header says (:func:`~jailhouse.linux._x86.parse_bzimage`).
+    """
+
+    data: bytes
+    header: BzImage
+
+    arch = Arch.X86
+    """The architecture the kernel runs on."""
+    format = X86_BZIMAGE
+    """The image format, for messages."""
+
+    def __str__(self) -> str:
+        """Summarise the setup header."""
+        return str(self.header)
 
 
 def _has(data: bytes, where: tuple[int, bytes]) -> bool:
@@ -129,16 +153,4 @@ def parse_kernel(data: bytes, arch: Arch, *, cell: str = "") -> KernelImage:
     if fmt == ARM64_IMAGE:
         image: Arm64Image = parse_arm64_image(data)
         return image
-    return _parse_bzimage(data)
-
-
-def _parse_bzimage(data: bytes) -> KernelImage:
-    """Parse an x86 bzImage with :mod:`jailhouse.linux._x86`."""
-    try:
-        from jailhouse.linux._x86 import parse_bzimage  # noqa: PLC0415 - seam until merged
-    except ImportError as exc:
-        raise BootError(
-            "kernel", X86_BZIMAGE, "booting x86 kernels is not available in this build"
-        ) from exc
-    result: KernelImage = parse_bzimage(data)
-    return result
+    return X86Kernel(data, parse_bzimage(data))

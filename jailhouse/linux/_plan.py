@@ -17,7 +17,23 @@ of one WRITE+LOADABLE region that holds everything:
 - the initrd on the next page boundary after it, inside the 1 GiB aligned 32 GiB window
   that also holds the kernel;
 - the device tree last (its contents name the initrd), 8-byte aligned (we take a page),
-  at most 2 MiB, and not crossing a 2 MiB boundary.
+  at most 2 MiB, and not crossing a 2 MiB boundary.  Without a given one it is
+  generated from the cell and system configs (:mod:`jailhouse.linux._devicetree`); a
+  given one gets ``bootargs`` and the initrd in ``/chosen``
+  (:func:`jailhouse.linux.fdt.set_chosen`), as upstream's tool sets them.
+
+x86 layout (``Documentation/arch/x86/boot.rst``; the contract in
+:mod:`jailhouse.linux._x86`), all below 4 GiB:
+
+- the loader stub (28 KiB with its page tables) at ``cpu_reset_address``, which must be
+  64 KiB aligned and below 1 MiB;
+- the protected-mode kernel (the bzImage after its setup sectors) at ``pref_address``
+  when ``init_size`` bytes are free there, else (a relocatable kernel) at the lowest
+  ``kernel_alignment`` boundary above 1 MiB with that room; the kernel decompresses
+  inside it;
+- the initrd on the first page after that, below ``initrd_addr_max``;
+- ``boot_params`` (zero page, Jailhouse setup_data, the stub's block) and the command
+  line in the lowest free loadable RAM (for the example cells: the loader region).
 
 Upstream's ``jailhouse cell linux`` puts the device tree first in the region and leaves
 4 times the kernel's file size free before the initrd, because it does not read
@@ -33,7 +49,15 @@ from typing import TYPE_CHECKING, Final
 from jailhouse.config.flags import PAGE_SIZE, Arch, MemFlag
 from jailhouse.errors import BootError
 from jailhouse.linux._arm64 import ARM64_LOADER, KERNEL_ALIGN, Arm64Image
-from jailhouse.linux._kernel import parse_kernel
+from jailhouse.linux._devicetree import generate_device_tree
+from jailhouse.linux._kernel import X86Kernel, parse_kernel
+from jailhouse.linux._x86 import (
+    PARAMS_IMAGE_SIZE,
+    X86_LOADER,
+    boot_params_for_cell,
+    check_reset_address,
+)
+from jailhouse.linux.fdt import parse, set_chosen
 
 if TYPE_CHECKING:
     from jailhouse.config.model import CellConfig, MemoryRegion, SystemConfig
@@ -48,6 +72,8 @@ DTB_MAX: Final = 0x200000
 FDT_MAGIC: Final = b"\xd0\x0d\xfe\xed"
 _LOADABLE: Final = MemFlag.WRITE | MemFlag.LOADABLE
 _GIB: Final = 1 << 30
+_ONE_MIB: Final = 1 << 20
+_FOUR_GIB: Final = 1 << 32
 _INITRD_WINDOW: Final = 32 << 30
 
 
@@ -302,6 +328,10 @@ def _check_dtb(dtb: bytes) -> None:
             len(dtb),
             f"the arm64 boot protocol takes a device tree of at most {DTB_MAX:#x} bytes",
         )
+    try:
+        parse(dtb)
+    except ValueError as exc:
+        raise BootError("dtb", len(dtb), f"not a valid device tree blob: {exc}") from exc
 
 
 def _check_against_driver(cell: CellConfig, entries: list[LoadEntry]) -> None:
@@ -398,7 +428,18 @@ def _plan_arm64(  # noqa: PLR0917 - plan_linux's arguments, passed on
         entries.append(LoadEntry("initrd", cursor, initrd, initrd_size))
         cursor += initrd_size
     generated = dtb is None
-    blob = _device_tree(system, cell, cmdline, initrd_range) if dtb is None else dtb
+    if dtb is None:
+        tree = generate_device_tree(system, cell, bootargs=cmdline, initrd=initrd_range)
+        blob = tree.blob
+        notes = [f"device tree: {note}" for note in tree.notes]
+    else:
+        blob, notes = dtb, []
+        if cmdline is not None or initrd_range is not None:
+            try:
+                blob = set_chosen(dtb, bootargs=cmdline, initrd=initrd_range)
+            except ValueError as exc:
+                raise BootError("dtb", len(dtb), f"cannot set /chosen in it: {exc}") from exc
+            notes.append("the given device tree's /chosen got the bootargs and initrd")
     _check_dtb(blob)
     dtb_at = cursor
     if dtb_at // DTB_MAX != (dtb_at + len(blob) - 1) // DTB_MAX:
@@ -412,17 +453,6 @@ def _plan_arm64(  # noqa: PLR0917 - plan_linux's arguments, passed on
             f"before the region's end {span.end:#x}",
         )
     entries.append(LoadEntry("dtb", dtb_at, blob, dtb_reserved))
-    notes: list[str] = []
-    if not generated and (cmdline or initrd_range):
-        wanted = [f"bootargs {cmdline!r}"] if cmdline else []
-        if initrd_range:
-            wanted.append(
-                f"linux,initrd-start {initrd_range[0]:#x} and linux,initrd-end {initrd_range[1]:#x}"
-            )
-        notes.append(
-            "the given device tree is loaded unchanged: its /chosen node must hold "
-            + " and ".join(wanted)
-        )
     loader = LoadEntry("loader", stub_at, stub.with_params(kernel_at, dtb_at), len(stub.code))
     entries.insert(0, loader)
     _check_against_driver(cell, entries)
@@ -439,23 +469,138 @@ def _plan_arm64(  # noqa: PLR0917 - plan_linux's arguments, passed on
     )
 
 
-def _device_tree(
-    system: SystemConfig | None,
+# -- x86 -------------------------------------------------------------------------------------
+
+
+class _Free:
+    """Free stretches of loadable memory, handed out lowest address first."""
+
+    def __init__(self, spans: list[_Span]) -> None:
+        self.spans = [(s.start, s.end) for s in spans]
+
+    def fits(self, address: int, size: int) -> bool:
+        """Tell whether ``[address, address + size)`` is free in one stretch."""
+        return any(a <= address and address + size <= b for a, b in self.spans)
+
+    def find(self, size: int, align: int, *, low: int = 0, high: int = _FOUR_GIB) -> int | None:
+        """Return the lowest ``align``-aligned address in ``[low, high)`` with room for ``size``."""
+        for a, b in self.spans:
+            address = _align_up(max(a, low), align)
+            if address + size <= min(b, high):
+                return address
+        return None
+
+    def take(self, address: int, size: int) -> None:
+        """Mark ``[address, address + size)`` used."""
+        pieces: list[tuple[int, int]] = []
+        for a, b in self.spans:
+            pieces += _subtract([(a, b)], address, address + size)
+        self.spans = pieces
+
+    def largest(self) -> int:
+        """Return the size of the largest free stretch."""
+        return max((b - a for a, b in self.spans), default=0)
+
+
+def _plan_x86(  # noqa: PLR0917 - plan_linux's arguments, passed on
     cell: CellConfig,
+    kernel: X86Kernel,
+    initrd: bytes | None,
     cmdline: str | None,
-    initrd: tuple[int, int] | None,
-) -> bytes:
-    """Generate the cell's device tree with :mod:`jailhouse.linux._devicetree`."""
-    try:
-        from jailhouse.linux._devicetree import build_device_tree  # noqa: PLC0415 - seam
-    except ImportError as exc:
+    dtb: bytes | None,
+    system: SystemConfig | None,
+) -> LoadPlan:
+    image = kernel.header
+    if dtb is not None:
         raise BootError(
             "dtb",
-            None,
-            "give the cell's device tree (-d DTB): generating one is not available in this build",
-        ) from exc
-    blob: bytes = build_device_tree(system, cell, bootargs=cmdline, initrd=initrd)
-    return blob
+            len(dtb),
+            "an x86 kernel takes its boot parameters in boot_params, not in a device tree",
+        )
+    _check_cmdline(cmdline, image.cmdline_size + 1)
+    check_reset_address(cell.cpu_reset_address)
+    stub = X86_LOADER
+    stub_at = _place_stub(cell, stub)
+    free = _Free(_free_spans(cell, (stub_at, stub_at + len(stub.code))))
+    payload = kernel.data[image.payload_offset :][: image.payload_size]
+    reserved = _align_up(max(image.init_size, len(payload)), PAGE_SIZE)
+    if free.fits(image.pref_address, reserved):
+        kernel_at: int | None = image.pref_address
+    elif image.relocatable_kernel:
+        kernel_at = free.find(reserved, image.kernel_alignment, low=_ONE_MIB)
+    else:
+        kernel_at = None
+    if kernel_at is None:
+        where = "" if image.relocatable_kernel else f" at its fixed {image.pref_address:#x}"
+        raise BootError(
+            "kernel.init_size",
+            image.init_size,
+            f"no WRITE+LOADABLE region of cell {cell.name!r} below 4 GiB has room for the "
+            f"kernel{where} ({reserved:#x} bytes, {image.kernel_alignment:#x} aligned; "
+            f"largest free stretch {free.largest():#x} bytes)",
+        )
+    free.take(kernel_at, reserved)
+    entries = [LoadEntry("kernel", kernel_at, payload, reserved)]
+    initrd_range: tuple[int, int] | None = None
+    if initrd:
+        size = _align_up(len(initrd), PAGE_SIZE)
+        limit = min(image.initrd_addr_max + 1, _FOUR_GIB)
+        after = free.find(size, PAGE_SIZE, low=kernel_at + reserved, high=limit)
+        initrd_at = (
+            after if after is not None else free.find(size, PAGE_SIZE, low=_ONE_MIB, high=limit)
+        )
+        if initrd_at is None:
+            raise BootError(
+                "initrd",
+                len(initrd),
+                f"does not fit in cell {cell.name!r}: no free page-aligned stretch of "
+                f"{size:#x} bytes in WRITE+LOADABLE RAM between 1 MiB and the kernel's "
+                f"initrd_addr_max {image.initrd_addr_max:#x} (largest free "
+                f"{free.largest():#x} bytes)",
+            )
+        free.take(initrd_at, size)
+        initrd_range = (initrd_at, len(initrd))
+        entries.append(LoadEntry("initrd", initrd_at, initrd, size))
+    params_at = free.find(PARAMS_IMAGE_SIZE, PAGE_SIZE)
+    line = (cmdline or "").encode() + b"\0"
+    if params_at is None:
+        raise BootError(
+            "boot_params",
+            PARAMS_IMAGE_SIZE,
+            f"no free page-aligned stretch of {PARAMS_IMAGE_SIZE:#x} bytes is left in the "
+            f"loadable RAM of cell {cell.name!r} for the boot parameters",
+        )
+    free.take(params_at, PARAMS_IMAGE_SIZE)
+    cmdline_at = free.find(len(line), 16)
+    if cmdline_at is None:
+        raise BootError(
+            "cmdline", cmdline, "no free loadable RAM below 4 GiB is left for the command line"
+        )
+    free.take(cmdline_at, len(line))
+    params = boot_params_for_cell(
+        image,
+        cell,
+        system,
+        params_address=params_at,
+        cmdline_address=cmdline_at,
+        cmdline=line[:-1],
+        initrd=initrd_range,
+    )
+    entries.append(LoadEntry("boot_params", params_at, params, len(params)))
+    entries.append(LoadEntry("cmdline", cmdline_at, line, len(line)))
+    kernel_entry = kernel_at + image.entry_64_offset
+    loader = LoadEntry("loader", stub_at, stub.with_params(kernel_entry, params_at), len(stub.code))
+    entries.insert(0, loader)
+    _check_against_driver(cell, entries)
+    return LoadPlan(
+        cell=cell.name,
+        arch=Arch.X86,
+        kernel_format=kernel.format,
+        entries=tuple(entries),
+        kernel_entry=kernel_entry,
+        boot_arg=params_at,
+        cmdline=cmdline,
+    )
 
 
 # -- entry point -----------------------------------------------------------------------------
@@ -479,7 +624,9 @@ def plan_linux(
         initrd: The initial ramdisk, if any.
         cmdline: The kernel command line, if any.
         dtb: arm64: the device tree blob; when ``None``, one is generated from the cell
-            config and ``system``.  A given one is loaded unchanged.
+            config and ``system``.  A given one is loaded as it is, except that
+            ``/chosen`` gets ``cmdline`` and the initrd's addresses, as upstream's tool
+            sets them.
         system: The system config, for the generated device tree (interrupt controller,
             console UART); optional.
 
@@ -494,4 +641,6 @@ def plan_linux(
     image = parse_kernel(kernel, cell.arch, cell=cell.name)
     if isinstance(image, Arm64Image):
         return _plan_arm64(cell, image, initrd, cmdline, dtb, system)
-    raise BootError("kernel", image.format, "booting this format is not available in this build")
+    if isinstance(image, X86Kernel):
+        return _plan_x86(cell, image, initrd, cmdline, dtb, system)
+    raise BootError("kernel", image.format, "booting this format is not available")
