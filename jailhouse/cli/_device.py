@@ -535,8 +535,9 @@ def _cell_linux(args: argparse.Namespace, ctx: Context) -> int:
                 status = cell.status()
     except BootError as exc:
         raise CliError(f"cell linux: {exc}") from exc
-    for note in plan.notes:
-        ctx.note(f"cell linux: note: {note}")
+    if not args.dry_run:  # the dry run's plan lists its notes
+        for note in plan.notes:
+            ctx.note(f"cell linux: note: {note}")
     if args.write_params:
         return _write_params(args, ctx, config, plan)
     if args.dry_run:
