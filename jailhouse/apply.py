@@ -738,7 +738,7 @@ def _apply(driver: Driver, the_plan: Plan, job: Job) -> ApplyResult:
         for action in the_plan.actions:  # fail before doing anything if a boot cannot work
             definition = the_plan.definitions.get(action.uuid)
             if action.kind == ActionKind.START and definition is not None:
-                boot_images(definition)
+                boot_images(definition, driver._system_or_none())  # noqa: SLF001
         done: list[Action] = []
         undo: list[_Undo] = []
         try:

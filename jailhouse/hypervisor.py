@@ -67,6 +67,7 @@ if TYPE_CHECKING:
 
     from jailhouse.config.model import CellConfig, SystemConfig
     from jailhouse.device import Device
+    from jailhouse.linux import LoadPlan
 
 __all__ = ["Cell", "Hypervisor", "Image", "ImageSource", "open"]
 
@@ -408,6 +409,115 @@ class Hypervisor:
             OSError: An image file cannot be read (before anything is created).
         """
         return self._set_up(config, _read_images(images), load=True, start=True)
+
+    def plan_linux(
+        self,
+        cell_config: CellConfig | bytes | str | os.PathLike[str],
+        kernel: ImageSource,
+        initrd: ImageSource | None = None,
+        cmdline: str | None = None,
+        dtb: ImageSource | None = None,
+        *,
+        system: SystemConfig | bytes | str | os.PathLike[str] | None = None,
+    ) -> LoadPlan:
+        """Plan a Linux boot in a cell without touching the device (``--dry-run``).
+
+        Reads the files, checks the cell's arch against the host's, and places the
+        loader stub, kernel, initrd and boot parameters in the cell's loadable RAM
+        (see :func:`jailhouse.linux.plan_linux`).
+
+        Args:
+            cell_config: The cell config, its bytes, or the path of its file.
+            kernel: The kernel image (arm64 ``Image``, x86 ``bzImage``): bytes or a path.
+            initrd: The initial ramdisk, if any.
+            cmdline: The kernel command line, if any.
+            dtb: arm64: the device tree; by default one is generated from the configs.
+            system: The system config, used for the generated device tree.
+
+        Returns:
+            The load plan.
+
+        Raises:
+            BootError: The kernel, initrd, command line or device tree cannot boot in
+                this cell (the error names the field).
+            ConfigError: The cell's arch is not the host's; a config does not parse.
+            OSError: A file cannot be read.
+        """
+        from jailhouse.linux import plan_linux  # noqa: PLC0415 - only for Linux boots
+
+        cell, _blob = _cell_and_blob(cell_config)
+        if self.arch is not None and cell.arch != self.arch:
+            raise ConfigError(
+                "arch",
+                cell.arch.name,
+                f"the host is {self.arch.name}; this cell's kernel cannot run here",
+            )
+        return plan_linux(
+            cell,
+            _source_bytes(kernel),
+            initrd=None if initrd is None else _source_bytes(initrd),
+            cmdline=cmdline,
+            dtb=None if dtb is None else _source_bytes(dtb),
+            system=None if system is None else _system_and_blob(system)[0],
+        )
+
+    def boot_linux(
+        self,
+        cell_config: CellConfig | bytes | str | os.PathLike[str],
+        kernel: ImageSource,
+        initrd: ImageSource | None = None,
+        cmdline: str | None = None,
+        dtb: ImageSource | None = None,
+        *,
+        system: SystemConfig | bytes | str | os.PathLike[str] | None = None,
+    ) -> Cell:
+        """Boot Linux in a new cell (``jailhouse cell linux``).
+
+        Everything is checked first (:meth:`plan_linux`); then the cell is created, the
+        plan's images are loaded in one request, and the cell is started, with the
+        rollback of :meth:`run_cell`.
+
+        Args:
+            cell_config: The cell config, its bytes, or the path of its file.
+            kernel: The kernel image (arm64 ``Image``, x86 ``bzImage``): bytes or a path.
+            initrd: The initial ramdisk, if any.
+            cmdline: The kernel command line, if any.
+            dtb: arm64: the device tree; by default one is generated from the configs.
+            system: The system config, used for the generated device tree.
+
+        Returns:
+            A handle on the running cell.
+
+        Raises:
+            BootError: As :meth:`plan_linux`; nothing was created.
+            JailhouseError: As :meth:`run_cell`; the cell is destroyed before it is
+                raised.
+            OSError: A file cannot be read (before anything is created).
+        """
+        plan = self.plan_linux(cell_config, kernel, initrd, cmdline, dtb, system=system)
+        return self.boot_plan(cell_config, plan)
+
+    def boot_plan(
+        self, cell_config: CellConfig | bytes | str | os.PathLike[str], plan: LoadPlan
+    ) -> Cell:
+        """Create a cell, load a :class:`~jailhouse.linux.LoadPlan`'s images and start it.
+
+        Args:
+            cell_config: The cell config the plan was made for.
+            plan: The plan, from :meth:`plan_linux`.
+
+        Raises:
+            ValueError: The plan was made for another cell.
+            JailhouseError: As :meth:`run_cell`.
+        """
+        cell, _blob = _cell_and_blob(cell_config)
+        if cell.name != plan.cell or cell.arch != plan.arch:
+            raise ValueError(
+                f"the plan is for cell {plan.cell!r} ({plan.arch.name}), not for "
+                f"{cell.name!r} ({cell.arch.name})"
+            )
+        images = [Image(data, address) for data, address in plan.images()]
+        return self._set_up(cell_config, images, load=True, start=True)
 
     @contextmanager
     def temporary_cell(
@@ -776,6 +886,11 @@ def _driver_name(name: str) -> str:
     """
     raw = name.encode("latin-1", "replace")[: _abi.NAMELEN]
     return raw.split(b"\0", 1)[0].decode("latin-1")
+
+
+def _source_bytes(source: ImageSource) -> bytes:
+    """Return an image source's bytes, reading the file if it is a path."""
+    return Image(source, 0).data()
 
 
 def _read_images(images: Iterable[Image | tuple[ImageSource, int]]) -> list[Image]:

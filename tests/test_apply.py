@@ -346,9 +346,11 @@ def test_rollback_restarts_stopped_cells_with_their_ids(world: World) -> None:
 def test_unbootable_domain_fails_before_anything(world: World) -> None:
     """A Linux boot in the desired set fails the apply before any action runs."""
     write(world.files, "a")
+    kernel = world.files.parent / "Image"
+    kernel.write_bytes(bytes(0x1000))  # no kernel: its magic is missing
     (world.files / "lin.xml").write_text(
         XML.format(name="lin", memory=65536, extra="").replace(
-            "hvm</type></os>", "hvm</type><kernel>/boot/Image</kernel><dtb>/b.dtb</dtb></os>"
+            "hvm</type></os>", f"hvm</type><kernel>{kernel}</kernel></os>"
         ),
         encoding="utf-8",
     )

@@ -249,13 +249,15 @@ def test_dumpxml_round_trip(defined: Board, capsys: pytest.CaptureFixture[str]) 
 
 
 def test_refused_start_exit_codes(defined: Board, capsys: pytest.CaptureFixture[str]) -> None:
-    """A Linux boot exits 2 (unsupported config); a driver refusal exits 1; no cell is left."""
-    linux = defined.xml("lin", os_extra="<kernel>/boot/Image</kernel><dtb>/b.dtb</dtb>")
+    """A Linux boot that cannot work exits 2; a driver refusal exits 1; no cell is left."""
+    kernel = defined.xml_dir / "Image"
+    kernel.write_bytes(bytes(0x1000))  # not a kernel: no magic
+    linux = defined.xml("lin", os_extra=f"<kernel>{kernel}</kernel>")
     linux.write_text(linux.read_text().replace(">64<", ">65536<"), encoding="utf-8")
     assert jhctl(capsys, defined, "define", str(linux)).code == 0
     run = jhctl(capsys, defined, "start", "lin")
     assert run.code == 2
-    assert "jailhouse cell linux" in one_line(run.err)
+    assert "kernel.magic" in one_line(run.err)
     SimHost(defined.root).inject_fault("start", errno.EIO)
     run = jhctl(capsys, defined, "start", "a")
     assert run.code == 1

@@ -10,6 +10,7 @@ import pytest
 
 import jailhouse
 import jailhouse.virt as libvirt
+from jailhouse.config.model import Arch
 from jailhouse.examples import example_system
 from jailhouse.inmates import park_inmate
 from jailhouse.jobs import Job, JobOutcome, JobProgress
@@ -371,13 +372,47 @@ def test_missing_image_creates_nothing(
     assert host.snapshot().cells[1:] == ()
 
 
-def test_linux_boot_is_refused_at_create(conn: libvirt.virConnect, host: Host) -> None:
-    """A Linux kernel boot is defined but not started: VIR_ERR_CONFIG_UNSUPPORTED, no cell."""
-    extra = "<kernel>/boot/Image</kernel><dtb>/boot/board.dtb</dtb>"
+def test_linux_domain_boots(conn: libvirt.virConnect, host: Host, tmp_path: Path) -> None:
+    """<os><kernel>/<initrd>/<cmdline> boot a Linux cell; dumpxml shows them back."""
+    from kernels import arm64_image, bzimage
+
+    kernel, initrd = tmp_path / "kernel", tmp_path / "initrd"
+    kernel.write_bytes(arm64_image() if host.snapshot().arch == Arch.ARM64 else bzimage())
+    initrd.write_bytes(b"\x01" * 0x2000)
+    extra = f"<kernel>{kernel}</kernel><initrd>{initrd}</initrd><cmdline>quiet</cmdline>"
     dom = conn.defineXML(host.xml("lin", memory_kib=65536, os_extra=extra))
+    dom.create()
+    assert dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
+    images = host.snapshot().cell("lin").images
+    assert len(images) >= 3  # loader, kernel, initrd and the boot parameters
+    xml = dom.XMLDesc(0)
+    for text in (f"<kernel>{kernel}</kernel>", f"<initrd>{initrd}</initrd>", "<cmdline>quiet"):
+        assert text in xml
+
+
+def test_linux_domain_with_missing_kernel_fails_at_define(
+    conn: libvirt.virConnect, host: Host, tmp_path: Path
+) -> None:
+    """A kernel path that does not exist fails defineXML, naming the path."""
+    extra = f"<kernel>{tmp_path}/gone/Image</kernel>"
+    code, message = error_of(
+        lambda: conn.defineXML(host.xml("lin", memory_kib=65536, os_extra=extra))
+    )
+    assert code == libvirt.VIR_ERR_OPERATION_FAILED
+    assert f"{tmp_path}/gone/Image" in message
+    assert conn.listDefinedDomains() == []
+
+
+def test_linux_domain_with_bad_kernel_creates_nothing(
+    conn: libvirt.virConnect, host: Host, tmp_path: Path
+) -> None:
+    """A file that is no kernel is defined, but create() fails CONFIG_UNSUPPORTED, no cell."""
+    kernel = tmp_path / "Image"
+    kernel.write_bytes(bytes(0x1000))
+    dom = conn.defineXML(host.xml("lin", memory_kib=65536, os_extra=f"<kernel>{kernel}</kernel>"))
     code, message = error_of(dom.create)
     assert code == libvirt.VIR_ERR_CONFIG_UNSUPPORTED
-    assert "jailhouse cell linux" in message
+    assert "kernel.magic" in message
     assert host.snapshot().cells[1:] == ()
 
 

@@ -59,12 +59,16 @@ VERB_GROUPS: Final[list[Callable[[Verbs], None]]] = [
 """The functions that add verbs to the parser, in ``--help`` order."""
 
 
-def _common_options() -> ArgumentParser:
-    """Build the options every verb takes; SUPPRESS keeps a verb from resetting them."""
+def _common_options(*, short_connect: bool = True) -> ArgumentParser:
+    """Build the options every verb takes; SUPPRESS keeps a verb from resetting them.
+
+    Args:
+        short_connect: Offer ``-c`` for ``--connect``; ``cell linux`` takes ``-c`` as
+            upstream's ``--cmdline`` and gets the options without it.
+    """
     common = ArgumentParser(add_help=False)
     common.add_argument(
-        "-c",
-        "--connect",
+        *(("-c", "--connect") if short_connect else ("--connect",)),
         metavar="URI",
         default=argparse.SUPPRESS,
         help=f"jailhouse:///system (the device) or sim:///PATH (a simulated host); "
@@ -109,7 +113,7 @@ def build_parser() -> ArgumentParser:
     sub = parser.add_subparsers(
         dest="verb", metavar="VERB", required=True, parser_class=DeferredParser
     )
-    verbs = Verbs(sub, common)
+    verbs = Verbs(sub, common, common_long=_common_options(short_connect=False))
     for register in VERB_GROUPS:
         register(verbs)
     return parser

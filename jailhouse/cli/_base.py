@@ -165,6 +165,8 @@ class Verbs:
         common: The parent parser with the options every verb takes (``--json``,
             ``--connect``, ``--debug``).
         prefix: The words before these verbs (``"jhctl cell"``), for examples.
+        common_long: The same options without the short ``-c`` for ``--connect``, for a
+            verb that takes ``-c`` itself (``cell linux``, as upstream's tool does).
     """
 
     def __init__(
@@ -172,10 +174,13 @@ class Verbs:
         subparsers: argparse._SubParsersAction[Any],
         common: ArgumentParser,
         prefix: str = "jhctl",
+        *,
+        common_long: ArgumentParser | None = None,
     ) -> None:
         """Wrap the sub-command action."""
         self._sub = subparsers
         self._common = common
+        self._common_long = common_long or common
         self.prefix = prefix
         self.names: list[str] = []
 
@@ -187,6 +192,7 @@ class Verbs:
         help: str,  # noqa: A002 - argparse's own keyword
         examples: Iterable[str],
         description: str | None = None,
+        short_connect: bool = True,
     ) -> ArgumentParser:
         """Add a verb.
 
@@ -196,6 +202,9 @@ class Verbs:
             help: One line for the verb list.
             examples: Command lines shown in ``--help`` (at least one).
             description: Longer text for ``--help``; ``help`` by default.
+            short_connect: Whether ``-c`` means ``--connect`` after the verb; False
+                leaves ``-c`` to the verb (``--connect``, and ``-c`` before the verb,
+                still connect).
 
         Returns:
             The verb's parser, to add arguments to.
@@ -212,7 +221,7 @@ class Verbs:
             help=help,
             description=description or help,
             epilog=epilog,
-            parents=[self._common],
+            parents=[self._common if short_connect else self._common_long],
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         parser.set_defaults(handler=handler)
@@ -234,7 +243,7 @@ class Verbs:
             dest=f"{name}_verb", metavar="VERB", required=True, parser_class=DeferredParser
         )
         self.names.append(name)
-        return Verbs(sub, self._common, f"{self.prefix} {name}")
+        return Verbs(sub, self._common, f"{self.prefix} {name}", common_long=self._common_long)
 
 
 class Context:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 from typing import TYPE_CHECKING, Any, Final
 
@@ -14,19 +15,28 @@ from jailhouse.cli._base import (
     cell_ref,
     load_cell_file,
     load_system_file,
+    parse_address,
     parse_image_spec,
     to_json,
 )
 
 if TYPE_CHECKING:
-    import argparse
     from collections.abc import Callable, Mapping, Sequence
     from pathlib import Path
 
+    from jailhouse.config.model import CellConfig
     from jailhouse.hypervisor import Cell, Hypervisor
+    from jailhouse.linux import LoadPlan
     from jailhouse.sysfs import CellStatus
 
-__all__ = ["cell_document", "cell_table", "read_images", "register", "stats_table"]
+__all__ = [
+    "cell_document",
+    "cell_table",
+    "load_items",
+    "read_images",
+    "register",
+    "stats_table",
+]
 
 _READ_CHUNK: Final = 1 << 20
 _PROGRESS_MIN: Final = 8 << 20
@@ -108,15 +118,40 @@ def _register_cell(verbs: Verbs) -> None:
         _cell_load,
         help="shut a cell down and load images into its memory",
         description="Shut a cell down and copy images into its loadable memory.  Each "
-        "image is FILE or FILE@ADDR, ADDR in hex (0x...) or decimal, in the cell's address "
-        "space; the default address is 0.",
+        "image is FILE, FILE@ADDR or, as upstream's tool writes it, FILE -a ADDR; "
+        "-s STRING [-a ADDR] loads a string with its terminating NUL.  ADDR is hex (0x...) "
+        "or decimal, in the cell's address space; the default address is 0.",
         examples=[
             "jhctl cell load demo inmate.bin",
             "jhctl cell load 1 kernel.bin@0x0 dtb.bin@0x100000",
+            "jhctl cell load demo inmate.bin -a 0x0 -s 'answer=42' -a 0x1000",
         ],
     )
     _cell_arg(p)
-    p.add_argument("images", metavar="IMAGE[@ADDR]", nargs="+", help="image files")
+    p.add_argument(
+        "images",
+        metavar="IMAGE[@ADDR]",
+        nargs="*",
+        action=_LoadItems,
+        help="image files",
+    )
+    p.add_argument(
+        "-a",
+        "--address",
+        metavar=("ADDR", "IMAGE"),
+        nargs="+",
+        action=_LoadItems,
+        help="load the image (or string) before this option at ADDR (upstream syntax)",
+    )
+    p.add_argument(
+        "-s",
+        "--string",
+        metavar=("STRING", "IMAGE"),
+        nargs="+",
+        action=_LoadItems,
+        help="load STRING and its NUL (upstream syntax); -a after it gives the address",
+    )
+    _register_linux(cell)
     for name, handler, text in (
         ("start", _cell_start, "start a loaded cell (or restart a running one)"),
         ("shutdown", _cell_shutdown, "stop a cell and park its CPUs; it stays created"),
@@ -154,6 +189,87 @@ def _register_cell(verbs: Verbs) -> None:
         metavar="N",
         help="stop after N refreshes (default: until Ctrl-C)",
     )
+
+
+def _register_linux(cell: Verbs) -> None:
+    p = cell.add(
+        "linux",
+        _cell_linux,
+        help="boot Linux in a new cell (kernel, initrd, command line, device tree)",
+        description="Create a cell, load a loader stub, the kernel, the initrd and the boot "
+        "parameters into its loadable RAM, and start it, as upstream's `jailhouse cell "
+        "linux` does (same arguments).  Everything is checked before the device is "
+        "touched.  On arm64 the device tree is generated from the cell config (and "
+        "--system, for the interrupt controller and UART) unless -d gives one.  Here -c "
+        "is the command line, as upstream has it: give the connection as `jhctl -c URI "
+        "cell linux ...` or `--connect URI`.",
+        short_connect=False,
+        examples=[
+            "jhctl cell linux linux.cell Image -i rootfs.cpio -c 'console=ttyAMA0'",
+            "jhctl cell linux linux.cell Image --system sys.cell --dry-run",
+            "jhctl cell linux linux.cell Image -d board.dtb -w params.bin",
+            "jhctl -c sim:///tmp/jh cell linux linux.cell bzImage -c 'console=ttyS0' --json",
+        ],
+    )
+    p.add_argument("config", metavar="CELLCONFIG", help="the cell config")
+    p.add_argument("kernel", metavar="KERNEL", help="the kernel (arm64 Image, x86 bzImage)")
+    p.add_argument(
+        "-d", "--dtb", metavar="DTB", help="device tree blob (arm64); default: generated"
+    )
+    p.add_argument("-i", "--initrd", metavar="FILE", help="initrd/initramfs for the kernel")
+    p.add_argument("-c", "--cmdline", metavar='"STRING"', help="kernel command line")
+    p.add_argument(
+        "-w",
+        "--write-params",
+        metavar="FILE",
+        help="touch no device: write the boot parameters to FILE (and the loader stub to "
+        "FILE.loader) and print the jhctl commands that boot with them",
+    )
+    p.add_argument("-a", "--arch", metavar="ARCH", help="target architecture; must be the cell's")
+    p.add_argument(
+        "-k",
+        "--kernel-decomp-factor",
+        metavar="FACTOR",
+        help="accepted for upstream scripts and ignored: the kernel header's sizes decide",
+    )
+    p.add_argument(
+        "--system",
+        metavar="SYSTEM.cell",
+        help="the system config, for the generated device tree (GIC, UART)",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="touch no device: check everything and print the load plan",
+    )
+
+
+class _LoadItems(argparse.Action):
+    """Collect ``cell load`` items in command-line order into ``load_items``.
+
+    ``-a`` and ``-s`` take one or more values so that images after them (upstream's
+    ``IMAGE -a ADDR IMAGE -a ADDR``) stay in order: the first value is the option's, the
+    rest are further images.
+    """
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,  # noqa: ARG002 - argparse's signature
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        items: list[tuple[str, str]] = list(getattr(namespace, "load_items", None) or [])
+        words = [values] if isinstance(values, str) else list(values or [])
+        if option_string in {"-a", "--address"}:
+            items.append(("address", words[0]))
+            words = words[1:]
+        elif option_string in {"-s", "--string"}:
+            items.append(("string", words[0]))
+            words = words[1:]
+        items += [("image", word) for word in words]
+        namespace.load_items = items
+        setattr(namespace, self.dest, None)
 
 
 def _cell_arg(p: argparse.ArgumentParser) -> None:
@@ -303,10 +419,52 @@ def read_images(
     return out
 
 
+def load_items(items: Sequence[tuple[str, str]]) -> list[tuple[Path | bytes, int]]:
+    """Turn ``cell load`` items into images: a path or a string's bytes, and an address.
+
+    Items are ``("image", "FILE[@ADDR]")``, ``("string", TEXT)`` and ``("address",
+    ADDR)``, in command-line order; an address applies to the item before it.
+
+    Raises:
+        CliError: An address follows nothing or an item that has one, or is no number.
+    """
+    from pathlib import Path  # noqa: PLC0415 - kept off the cold start
+
+    out: list[tuple[Path | bytes, int]] = []
+    explicit: list[bool] = []
+    for kind, text in items:
+        if kind == "image":
+            path, sep, _ = text.rpartition("@")
+            spec = parse_image_spec(text)
+            out.append(spec)
+            explicit.append(bool(sep and path) and spec[0] != Path(text))
+        elif kind == "string":
+            out.append((text.encode() + b"\0", 0))
+            explicit.append(False)
+        else:
+            if not out:
+                raise CliError(f"-a {text}: give the IMAGE or -s STRING it is the address of first")
+            if explicit[-1]:
+                what = out[-1][0]
+                raise CliError(
+                    f"-a {text}: {what if isinstance(what, Path) else 'the string'} has an "
+                    "address already (FILE@ADDR or -a)"
+                )
+            try:
+                out[-1] = (out[-1][0], parse_address(text))
+            except ValueError as exc:
+                raise CliError(f"-a {text}: {exc}") from exc
+            explicit[-1] = True
+    return out
+
+
 def _cell_load(args: argparse.Namespace, ctx: Context) -> int:
     from jailhouse.hypervisor import Image  # noqa: PLC0415
 
-    specs = [parse_image_spec(text) for text in args.images]
+    items = load_items(getattr(args, "load_items", None) or [])
+    if not items:
+        raise CliError("cell load: give at least one IMAGE[@ADDR] or -s STRING")
+    specs = [(source, address) for source, address in items if not isinstance(source, bytes)]
     for path, _ in specs:
         if path.is_dir():
             raise CliError(f"image {path}: is a directory, not an image file")
@@ -317,24 +475,128 @@ def _cell_load(args: argparse.Namespace, ctx: Context) -> int:
         stream=ctx.stderr,
         enabled=ctx.interactive and total >= _PROGRESS_MIN,
     )
-    images = read_images(specs, progress)
+    read = iter(read_images(specs, progress))
+    images = [
+        (source, address) if isinstance(source, bytes) else next(read) for source, address in items
+    ]
     with ctx.connect() as hv:
         cell = _find(hv, args)
         if progress.enabled:
             ctx.note(f"loading {len(images)} image(s) into cell {cell.name!r} ...")
         cell.load([Image(data, address) for data, address in images])
     loaded = [
-        {"file": str(path), "address": address, "size": len(data)}
-        for (path, address), (data, _) in zip(specs, images, strict=True)
+        {"file": str(source), "address": address, "size": len(data)}
+        if not isinstance(source, bytes)
+        else {"string": source[:-1].decode(), "address": address, "size": len(data)}
+        for (source, address), (data, _) in zip(items, images, strict=True)
     ]
     text = "".join(
-        f"loaded {image['file']} ({image['size']} bytes) at {image['address']:#x}\n"
+        f"loaded {image.get('file') or repr(image['string'])} ({image['size']} bytes) at "
+        f"{image['address']:#x}\n"
         for image in loaded
     )
     ctx.emit(
         {"id": cell.id, "name": cell.name, "images": loaded},
         f"{text}cell {cell.name!r} is shut down with its images; start it with: "
         f"jhctl cell start {cell.name}",
+    )
+    return EXIT_OK
+
+
+def _read_file(path: str, what: str) -> bytes:
+    """Read a whole input file of ``cell linux``, naming it in the error."""
+    from pathlib import Path  # noqa: PLC0415 - kept off the cold start
+
+    file = Path(path)
+    if file.is_dir():
+        raise CliError(f"{what} {path}: is a directory, not a file")
+    return file.read_bytes()
+
+
+def _cell_linux(args: argparse.Namespace, ctx: Context) -> int:
+    from jailhouse.config.flags import Arch, format_cpus  # noqa: PLC0415
+    from jailhouse.errors import BootError  # noqa: PLC0415
+    from jailhouse.linux import plan_linux  # noqa: PLC0415
+
+    config = load_cell_file(args.config)
+    if args.arch is not None:
+        try:
+            wanted = Arch.from_name(args.arch)
+        except ValueError as exc:
+            raise CliError(f"cell linux: --arch {args.arch}: {exc}") from exc
+        if wanted != config.arch:
+            raise CliError(
+                f"cell linux: --arch {args.arch}: the cell config {args.config} is for "
+                f"{config.arch.name}"
+            )
+    if args.dry_run and args.write_params:
+        raise CliError("cell linux: --dry-run and -w both only plan; give one of them")
+    kernel = _read_file(args.kernel, "kernel")
+    initrd = None if args.initrd is None else _read_file(args.initrd, "initrd")
+    dtb = None if args.dtb is None else _read_file(args.dtb, "device tree")
+    system = None if args.system is None else load_system_file(args.system)
+    if args.kernel_decomp_factor is not None:
+        ctx.note("cell linux: -k is ignored: the kernel header's sizes place the images")
+    try:
+        if args.dry_run or args.write_params:
+            plan = plan_linux(
+                config, kernel, initrd=initrd, cmdline=args.cmdline, dtb=dtb, system=system
+            )
+        else:
+            with ctx.connect() as hv:
+                plan = hv.plan_linux(config, kernel, initrd, args.cmdline, dtb, system=system)
+                cell = hv.boot_plan(config, plan)
+                status = cell.status()
+    except BootError as exc:
+        raise CliError(f"cell linux: {exc}") from exc
+    if not args.dry_run:  # the dry run's plan lists its notes
+        for note in plan.notes:
+            ctx.note(f"cell linux: note: {note}")
+    if args.write_params:
+        return _write_params(args, ctx, config, plan)
+    if args.dry_run:
+        ctx.emit(plan.to_dict(), lambda: str(plan))
+        return EXIT_OK
+    ctx.emit(
+        {**cell_document(status), "plan": plan.to_dict()},
+        f"started Linux in cell {cell.name!r} (id {cell.id}) on CPUs "
+        f"{format_cpus(status.cpus_assigned) or '-'}: {plan.kernel_format} at "
+        f"{plan.kernel_entry:#x}, boot argument {plan.boot_arg:#x}",
+    )
+    return EXIT_OK
+
+
+def _write_params(
+    args: argparse.Namespace, ctx: Context, config: CellConfig, plan: LoadPlan
+) -> int:
+    """Write the plan's generated images and print the ``jhctl`` commands that boot it."""
+    import shlex  # noqa: PLC0415 - kept off the cold start
+    from pathlib import Path  # noqa: PLC0415
+
+    out = Path(args.write_params)
+    given = {"kernel": args.kernel, "initrd": args.initrd, "dtb": args.dtb}
+    loads: list[tuple[str, int]] = []
+    written: list[str] = []
+    for entry in plan.entries:
+        source = given.get(entry.what)
+        params = entry.address == plan.boot_arg
+        if not params and source is not None and Path(source).read_bytes() == entry.data:
+            loads.append((source, entry.address))
+            continue
+        path = out if params else Path(f"{out}.{entry.what}")
+        path.write_bytes(entry.data)
+        written.append(str(path))
+        loads.append((str(path), entry.address))
+    commands = [
+        f"jhctl cell create {shlex.quote(args.config)}",
+        f"jhctl cell load {shlex.quote(config.name)} "
+        + " ".join(f"{shlex.quote(path)} -a {address:#x}" for path, address in loads),
+        f"jhctl cell start {shlex.quote(config.name)}",
+    ]
+    ctx.emit(
+        {"written": written, "commands": commands, "plan": plan.to_dict()},
+        f"boot parameters written to {', '.join(written)}; boot Linux with:\n\n"
+        + "\n".join(commands),
     )
     return EXIT_OK
 

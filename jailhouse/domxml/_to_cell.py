@@ -561,8 +561,8 @@ class _Translator:
         if self.system.arch in (Arch.ARM, Arch.ARM64) and "dtb" not in values:
             self.note(
                 os_el,
-                "booting Linux on ARM needs a device tree (<dtb>); `jailhouse cell linux` "
-                "refuses to start without one",
+                "no <dtb>: the Linux boot generates the device tree from the cell and "
+                "system configs (upstream's `jailhouse cell linux` refuses to start without one)",
             )
         return BootSpec(
             kernel=kernel,

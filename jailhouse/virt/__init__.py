@@ -47,8 +47,9 @@ Mapping:
   images; the cell stays, PAUSED.  ``destroy()`` removes the cell and returns its CPUs
   and memory to the root cell.
 - ``create()`` loads the definition's images, or the park-loop inmate when it has none,
-  and starts the cell.  Linux boots (``<os><kernel>``) are refused
-  (``VIR_ERR_CONFIG_UNSUPPORTED``): they need upstream's ``jailhouse cell linux`` loader.
+  and starts the cell.  Linux boots (``<os><kernel>``) load the plan of
+  :func:`jailhouse.linux.plan_linux` (as ``jhctl cell linux``); one that cannot work is
+  ``VIR_ERR_CONFIG_UNSUPPORTED``, naming why.
 - Live migration raises ``VIR_ERR_OPERATION_UNSUPPORTED``: a partitioning hypervisor
   cannot move a running cell off the machine whose CPUs and memory it owns.
   ``VIR_MIGRATE_OFFLINE`` moves the definition and its boot files, and ``cold=True``

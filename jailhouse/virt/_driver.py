@@ -30,6 +30,7 @@ address (memory as it was); ``create()`` reloads its images and starts it.
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid as uuidlib
 from contextlib import contextmanager
@@ -41,13 +42,13 @@ from lxml import etree
 
 from jailhouse.config.model import CellFlag, SystemConfig, load_config
 from jailhouse.domxml import cell_to_domain, domain_to_cell, memory_kib, parse_document
-from jailhouse.errors import JailhouseError
+from jailhouse.errors import BootError, JailhouseError
 from jailhouse.hypervisor import Image
 from jailhouse.inmates import default_load_address, park_inmate
 from jailhouse.store import Definition, LiveRecord
 from jailhouse.sysfs import CellState
 from jailhouse.virt import _constants as c
-from jailhouse.virt._errors import make_error
+from jailhouse.virt._errors import libvirtError, make_error
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
@@ -232,6 +233,13 @@ class Driver:
                 f"the hypervisor was enabled with",
             )
         return system
+
+    def _system_or_none(self) -> SystemConfig | None:
+        """Return the system config when one is known (a Linux cell's device tree uses it)."""
+        try:
+            return self.system()
+        except libvirtError:
+            return None
 
     def set_system(self, system: SystemConfig) -> None:
         """Record the system config in the store.
@@ -420,6 +428,7 @@ class Driver:
             uuid = xml_uuid if xml_uuid is not None else str(uuidlib.uuid4())
             others = [v for v in views if v.uuid != uuid]
             definition = self.translate(xml, uuid=uuid, others=others)
+            check_linux_files(definition)
             self.store_definition(existing, definition)
         return self.find_uuid(uuid)
 
@@ -655,7 +664,7 @@ class Driver:
             JailhouseError: The driver refused a step.
             OSError: An image file cannot be read.
         """
-        specs = boot_images(definition)
+        specs = boot_images(definition, self._system_or_none())
         sizes = [len(s) if isinstance(s, bytes) else _file_size(s) for s, _ in specs]
         steps = 2 + (existing is None) + start
         name = definition.name
@@ -726,22 +735,69 @@ class Driver:
         )
 
 
-def boot_images(definition: Definition) -> list[tuple[bytes | Path, int]]:
-    """Return what a definition loads at boot: its images, or the park-loop inmate.
+def check_linux_files(definition: Definition) -> None:
+    """Refuse a Linux boot whose kernel, initrd or device tree file cannot be read.
 
     Raises:
-        libvirtError: ``VIR_ERR_CONFIG_UNSUPPORTED`` for a Linux boot (``<os><kernel>``),
-            or for a cell that needs the park loop but could not run it.
+        libvirtError: ``VIR_ERR_OPERATION_FAILED`` naming the path.
+    """
+    boot = definition.boot
+    for what, path in (("kernel", boot.kernel), ("initrd", boot.initrd), ("dtb", boot.dtb)):
+        if path is None:
+            continue
+        file = Path(path)
+        if not file.is_file() or not os.access(file, os.R_OK):
+            problem = "does not exist" if not file.exists() else "is not a readable file"
+            raise make_error(
+                c.VIR_ERR_OPERATION_FAILED,
+                f"domain '{definition.name}': <os><{what}> {path}: {problem}",
+                domain=c.VIR_FROM_DOMAIN,
+            )
+
+
+def _linux_images(
+    definition: Definition, system: SystemConfig | None
+) -> list[tuple[bytes | Path, int]]:
+    """Plan a Linux boot (``<os><kernel>``) and return the plan's images."""
+    from jailhouse.linux import plan_linux  # noqa: PLC0415 - only for Linux domains
+
+    boot = definition.boot
+    check_linux_files(definition)
+    try:
+        plan = plan_linux(
+            definition.config,
+            Path(boot.kernel or "").read_bytes(),
+            initrd=None if boot.initrd is None else Path(boot.initrd).read_bytes(),
+            cmdline=boot.cmdline,
+            dtb=None if boot.dtb is None else Path(boot.dtb).read_bytes(),
+            system=system,
+        )
+    except (BootError, OSError) as exc:
+        raise make_error(
+            c.VIR_ERR_CONFIG_UNSUPPORTED,
+            f"domain '{definition.name}' cannot boot its Linux kernel ({boot.kernel}): {exc}",
+            domain=c.VIR_FROM_DOMAIN,
+        ) from exc
+    return [(data, address) for data, address in plan.images()]
+
+
+def boot_images(
+    definition: Definition, system: SystemConfig | None = None
+) -> list[tuple[bytes | Path, int]]:
+    """Return what a definition loads at boot: its images, a Linux plan's, or the park loop.
+
+    Args:
+        definition: The domain's definition.
+        system: The system config, for a Linux cell's generated device tree.
+
+    Raises:
+        libvirtError: ``VIR_ERR_CONFIG_UNSUPPORTED`` for a Linux boot that cannot work
+            (the error says why), or for a cell that needs the park loop but could not
+            run it; ``VIR_ERR_OPERATION_FAILED`` for an unreadable kernel file.
     """
     boot, config = definition.boot, definition.config
     if boot.is_linux:
-        raise make_error(
-            c.VIR_ERR_CONFIG_UNSUPPORTED,
-            f"domain '{definition.name}' boots a Linux kernel ({boot.kernel}); that needs "
-            "`jailhouse cell linux`'s loader, which python-jailhouse does not have: start it "
-            "with upstream's tool, or give bare-metal images in the jailhouse metadata",
-            domain=c.VIR_FROM_DOMAIN,
-        )
+        return _linux_images(definition, system)
     if boot.images:
         return [(Path(image.path), image.address) for image in boot.images]
     if CellFlag.PASSIVE_COMMREG not in config.flags:
