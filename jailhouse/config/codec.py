@@ -9,10 +9,7 @@ value; packing raises :class:`~jailhouse.errors.ConfigError` naming the field pa
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import struct
-from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 from jailhouse.config.model import (
     CELL_SIGNATURE,
@@ -46,8 +43,16 @@ from jailhouse.config.model import (
 )
 from jailhouse.errors import ConfigError, InvalidConfigError
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import enum
     from collections.abc import Callable, Sequence
+    from typing import Any, Final, TypeVar
+
+    from jailhouse.config._record import Record
+
+    _T = TypeVar("_T", bound=Record)
+    _E = TypeVar("_E", bound=enum.Enum)
 
 __all__ = [
     "CELL_DESC_SIZE",
@@ -103,23 +108,21 @@ _COUNT_OFFSETS: Final = {
 
 # -- fast construction -------------------------------------------------------------------
 #
-# A parse builds a dozen model objects per config.  The frozen dataclasses' own __init__
-# stores each field through object.__setattr__, which looks the name up again each time;
-# the builders below store through the slot descriptors instead (the same slots, the same
-# values, so equality, hashing and repr are the dataclasses' own).  The enum caches turn a
+# A parse builds a dozen model objects per config.  The records' own __init__ stores each
+# field through object.__setattr__, which looks the name up again each time; the builders
+# below store through the slot descriptors instead (the same slots, the same values, so
+# equality, hashing and repr are the records' own).  The enum caches turn a
 # raw field into its flag or enum member with one dict lookup instead of an Enum call.
 
-_T = TypeVar("_T")
-_E = TypeVar("_E", bound=enum.Enum)
 _MEMBER_CACHE_LIMIT: Final = 4096
 """Distinct raw values one enum cache keeps (a hostile file cannot grow it further)."""
 
 
 def _builder(cls: type[_T], order: str) -> Callable[..., _T]:
-    """Return a constructor of the slotted dataclass ``cls`` taking every field positionally.
+    """Return a constructor of the record class ``cls`` taking every field positionally.
 
     Args:
-        cls: The dataclass.
+        cls: The record class.
         order: Its field names, space-separated, in the order the constructor takes them
             (the order the binary layout gives them, not necessarily the dataclass's).
 
@@ -127,7 +130,7 @@ def _builder(cls: type[_T], order: str) -> Callable[..., _T]:
         TypeError: ``order`` does not name each field of ``cls`` exactly once.
     """
     names = order.split()
-    fields = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    fields = list(cls._fields)
     if sorted(names) != sorted(fields):
         raise TypeError(f"{cls.__name__} builder: fields {order!r} are not {' '.join(fields)}")
     lines = [f"def build({', '.join(names)}):", "    obj = new(cls)"]
@@ -135,7 +138,7 @@ def _builder(cls: type[_T], order: str) -> Callable[..., _T]:
     lines.append("    return obj")
     namespace: dict[str, Any] = {"new": object.__new__, "cls": cls}
     namespace.update({f"set_{name}": vars(cls)[name].__set__ for name in names})
-    # The source is made of the dataclass's own field names, as dataclasses does it.
+    # The source is made of the record's own field names, as dataclasses does it.
     exec("\n".join(lines), namespace)  # noqa: S102
     build: Callable[..., _T] = namespace["build"]
     return build
@@ -157,7 +160,7 @@ def _lazy_builder(name: str, cls: type[_T], order: str) -> Callable[..., _T]:
     return first_call
 
 
-class _Members(dict[int, _E], Generic[_E]):
+class _Members(dict[int, "_E"]):
     """Raw field value -> enum member, computed by the enum on a miss and then kept."""
 
     __slots__ = ("_enum",)
