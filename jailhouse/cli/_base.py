@@ -356,13 +356,11 @@ def load_config_file(path: str | os.PathLike[str]) -> CellConfig | SystemConfig:
         CliError: The file is not a valid config (exit 2).
         OSError: It cannot be read.
     """
-    from pathlib import Path  # noqa: PLC0415 - kept off the cold start
-
     from jailhouse.config.model import load_config  # noqa: PLC0415
     from jailhouse.errors import ConfigError  # noqa: PLC0415
 
     try:
-        return load_config(Path(path))
+        return load_config(os.fspath(path))  # a str: pathlib is not imported for this
     except ConfigError as exc:
         raise CliError(f"{os.fspath(path)}: not a valid config: {exc}") from exc
     except IsADirectoryError as exc:

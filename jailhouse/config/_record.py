@@ -20,10 +20,11 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from dataclasses import Field
     from typing import Any, ClassVar, Self
 
-__all__ = ["Record"]
+__all__ = ["PackedArray", "Record", "decoded"]
 
 _MISSING = object()
 """Default marker: the field has no default."""
@@ -62,14 +63,20 @@ class Record:
     ``__init__`` stores each through ``object.__setattr__``.  The class attributes below
     are read off it when the subclass is made.
 
+    A field may be kept in a slot named ``_<field>`` behind a property of the field's
+    name (the config model decodes a parsed config's arrays only when they are read);
+    everything here reads fields by name and writes slots by :attr:`_slot_names`.
+
     Attributes:
         _fields: The field names, in order (``repr``, ``==`` and ``hash`` use it).
+        _slot_names: The slot that holds each field, in the same order.
         _defaults: Field name -> default value, for the fields that have one.
         _kw_only: Whether the constructor takes keywords only.
     """
 
     __slots__ = ()
     _fields: ClassVar[tuple[str, ...]] = ()
+    _slot_names: ClassVar[tuple[str, ...]] = ()
     _defaults: ClassVar[dict[str, object]] = {}
     _kw_only: ClassVar[bool] = False
 
@@ -83,7 +90,9 @@ class Record:
         code = init.__code__
         positional = code.co_varnames[1 : code.co_argcount]
         names = code.co_varnames[1 : code.co_argcount + code.co_kwonlyargcount]
-        if sorted(names) != sorted(cls.__slots__):
+        slots: set[str] = set(cls.__slots__)
+        slot_names = tuple(name if name in slots else f"_{name}" for name in names)
+        if sorted(slot_names) != sorted(slots):
             raise TypeError(f"{cls.__name__}: __slots__ must name the fields of __init__")
         defaults = dict(init.__kwdefaults__ or {})
         if init.__defaults__:
@@ -91,6 +100,7 @@ class Record:
                 zip(positional[-len(init.__defaults__) :], init.__defaults__, strict=True)
             )
         cls._fields = names
+        cls._slot_names = slot_names
         cls._defaults = defaults
         cls._kw_only = not positional
         type.__setattr__(cls, "__match_args__", positional)
@@ -147,5 +157,37 @@ class Record:
 
     def __setstate__(self, state: tuple[object, ...]) -> None:
         """Restore the field values after unpickling."""
-        for name, value in zip(self._fields, state, strict=True):
-            object.__setattr__(self, name, value)
+        for slot, value in zip(self._slot_names, state, strict=True):
+            object.__setattr__(self, slot, value)
+
+
+class PackedArray:
+    """An array of a parsed config kept as its bytes, decoded into a tuple when first read.
+
+    Only arrays whose bytes and values map one to one (no padding, no spare bits) are kept
+    this way, so packing the bytes again gives what packing the decoded values would.
+
+    Attributes:
+        raw: The array's bytes in the file.
+        count: How many elements they hold.
+        decode: Turns ``raw`` into the tuple of elements.
+    """
+
+    __slots__ = ("count", "decode", "raw")
+
+    def __init__(self, raw: bytes, count: int, decode: Callable[[bytes], tuple[Any, ...]]) -> None:
+        """Keep the bytes until the array is read."""
+        self.raw = raw
+        self.count = count
+        self.decode = decode
+
+    def __len__(self) -> int:
+        """Return the number of elements, without decoding them."""
+        return self.count
+
+
+def decoded(record: Record, slot: str, array: PackedArray) -> Any:  # noqa: ANN401 - the field's
+    """Decode ``array``, store the tuple in ``record``'s ``slot`` and return it."""
+    value = array.decode(array.raw)
+    object.__setattr__(record, slot, value)
+    return value

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import struct
 
+from jailhouse.config._record import PackedArray
 from jailhouse.config.model import (
     CELL_SIGNATURE,
     CONFIG_REVISION,
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
 
     _T = TypeVar("_T", bound=Record)
     _E = TypeVar("_E", bound=enum.Enum)
+    _V = TypeVar("_V")
 
 __all__ = [
     "CELL_DESC_SIZE",
@@ -91,6 +93,9 @@ SYSTEM_HEADER_SIZE: Final = (
     _SYSTEM_HEAD.size + _PLATFORM_PCI.size + _NUM_IOMMUS * _IOMMU.size + _ARM_PLATFORM.size
 )
 _ROOT_CELL_OFFSET: Final = SYSTEM_HEADER_SIZE
+_IOMMUS_SIZE: Final = _NUM_IOMMUS * _IOMMU.size
+_NO_IOMMUS: Final = bytes(_IOMMUS_SIZE)
+_DEBUG_CONSOLE_OFFSET: Final = _SYSTEM_HEAD.size - _CONSOLE.size
 _SIGNATURE_LEN: Final = 5
 
 # Offsets of the descriptor's count fields, for error messages.
@@ -133,11 +138,12 @@ def _builder(cls: type[_T], order: str) -> Callable[..., _T]:
     fields = list(cls._fields)
     if sorted(names) != sorted(fields):
         raise TypeError(f"{cls.__name__} builder: fields {order!r} are not {' '.join(fields)}")
+    slots = dict(zip(fields, cls._slot_names, strict=True))
     lines = [f"def build({', '.join(names)}):", "    obj = new(cls)"]
     lines += [f"    set_{name}(obj, {name})" for name in names]
     lines.append("    return obj")
     namespace: dict[str, Any] = {"new": object.__new__, "cls": cls}
-    namespace.update({f"set_{name}": vars(cls)[name].__set__ for name in names})
+    namespace.update({f"set_{name}": vars(cls)[slots[name]].__set__ for name in names})
     # The source is made of the record's own field names, as dataclasses does it.
     exec("\n".join(lines), namespace)  # noqa: S102
     build: Callable[..., _T] = namespace["build"]
@@ -281,11 +287,14 @@ def parse_system(data: bytes) -> SystemConfig:
     offset = _SYSTEM_HEAD.size
     mmconfig_base, end_bus, is_virtual, pci_domain = _PLATFORM_PCI.unpack_from(data, offset)
     offset += _PLATFORM_PCI.size
-    slots = [_IOMMU.unpack_from(data, offset + i * _IOMMU.size) for i in range(_NUM_IOMMUS)]
-    used = len(slots)
-    while used and _iommu_is_empty(slots[used - 1]):
-        used -= 1
-    offset += _NUM_IOMMUS * _IOMMU.size
+    if data[offset : offset + _IOMMUS_SIZE] == _NO_IOMMUS:
+        slots, used = [], 0
+    else:
+        slots = [_IOMMU.unpack_from(data, offset + i * _IOMMU.size) for i in range(_NUM_IOMMUS)]
+        used = len(slots)
+        while used and _iommu_is_empty(slots[used - 1]):
+            used -= 1
+    offset += _IOMMUS_SIZE
     arch_info: X86Platform | ArmPlatform
     if arch == Arch.X86:
         pm_timer, apic_mode, vtd_limit, tsc_khz, apic_khz = _X86_PLATFORM.unpack_from(data, offset)
@@ -306,7 +315,7 @@ def parse_system(data: bytes) -> SystemConfig:
         arch,
         _SYSTEM_FLAGS[head[3]],
         _new_memory(head[4], head[5], head[6], _MEM_FLAGS[head[7]]),  # hypervisor_memory
-        _console(head[8:15]),
+        _CONSOLES[data[_DEBUG_CONSOLE_OFFSET : _SYSTEM_HEAD.size]],
         platform,
         _parse_cell_at(data, _ROOT_CELL_OFFSET, arch, prefix="root_cell.")[0],
         data[_ROOT_CELL_OFFSET : _ROOT_CELL_OFFSET + 8],  # root_header
@@ -315,7 +324,7 @@ def parse_system(data: bytes) -> SystemConfig:
 
 def _check_header(data: bytes, signature: bytes, *, old: bytes, what: str) -> Arch:
     """Check signature, revision and architecture; return the architecture."""
-    (revision,) = struct.unpack_from("<H", data, 6)
+    revision = data[6] | data[7] << 8  # u16 little-endian
     # "JHSYST" starts with "JHSYS": an old six-byte signature is told apart by its revision
     # (with revision 14 the "T" is an architecture byte, which is what the driver sees).
     if data[:_SIGNATURE_LEN] != signature or (
@@ -366,28 +375,14 @@ def _parse_cell_at(
     end = s_streams + n_streams * _STREAM_ID_SIZE
     if end > len(data):
         _raise_overrun(data, base, f, prefix)
-    bits = int.from_bytes(data[s_mem - cpu_set_size : s_mem], "little")
-    cpus: set[int] = set()
-    while bits:
-        low = bits & -bits
-        cpus.add(low.bit_length() - 1)
-        bits ^= low
-    mem_flags = _MEM_FLAGS
     cell = _new_cell(
         _name(f[3]),
         arch,
         f[4],  # id
         _CELL_FLAGS[f[5]],
         cpu_set_size,
-        frozenset(cpus),
-        tuple(
-            [
-                _new_memory(phys, virt, size, mem_flags[flags])
-                for phys, virt, size, flags in _MEMORY.iter_unpack(data[s_mem:s_cache])
-            ]
-        )
-        if n_mem
-        else (),
+        _CPU_SETS[data[s_mem - cpu_set_size : s_mem]],
+        PackedArray(data[s_mem:s_cache], n_mem, _decode_memory) if n_mem else (),
         tuple(
             [
                 _new_cache(start, size, _CACHE_TYPES[kind], _CACHE_FLAGS[flags])
@@ -396,34 +391,100 @@ def _parse_cell_at(
         )
         if n_cache
         else (),
-        tuple(
-            [
-                _new_irqchip(v[0], v[1], v[2], v[3:])  # address, id, pin_base, pin_bitmap
-                for v in _IRQCHIP.iter_unpack(data[s_irq:s_pio])
-            ]
-        )
-        if n_irq
-        else (),
-        tuple([_new_pio(*v) for v in _PIO.iter_unpack(data[s_pio:s_pci])]) if n_pio else (),
+        PackedArray(data[s_irq:s_pio], n_irq, _decode_irqchips) if n_irq else (),
+        PackedArray(data[s_pio:s_pci], n_pio, _decode_pio) if n_pio else (),
         tuple([_pci_device(v) for v in _PCI_DEVICE.iter_unpack(data[s_pci:s_caps])])
         if n_pci
         else (),
-        tuple(
-            [
-                _new_pci_cap(cap_id, start, length, _PCI_CAP_FLAGS[flags])
-                for cap_id, start, length, flags in _PCI_CAP.iter_unpack(data[s_caps:s_streams])
-            ]
-        )
-        if n_caps
-        else (),
-        tuple([v for (v,) in _STREAM_ID.iter_unpack(data[s_streams:end])]) if n_streams else (),
+        PackedArray(data[s_caps:s_streams], n_caps, _decode_pci_caps) if n_caps else (),
+        PackedArray(data[s_streams:end], n_streams, _decode_stream_ids) if n_streams else (),
         f[14],  # vpci_irq_base
         f[15],  # cpu_reset_address
         f[16],  # msg_reply_timeout
-        _console(f[17:24]),
+        _CONSOLES[data[base + _CONSOLE_OFFSET : base + CELL_DESC_SIZE]],
         data[end:],  # trailing
     )
     return cell, end
+
+
+class _Decoded(dict[bytes, "_V"]):
+    """Raw bytes -> the immutable value they decode to, decoded on a miss and then kept.
+
+    Configs repeat the same CPU sets and consoles; the values are immutable, so parsed
+    configs may share them.
+    """
+
+    __slots__ = ("_decode",)
+
+    def __init__(self, decode: Callable[[bytes], _V]) -> None:
+        super().__init__()
+        self._decode = decode
+
+    def __missing__(self, raw: bytes) -> _V:
+        value = self._decode(raw)
+        if len(self) < _MEMBER_CACHE_LIMIT:
+            self[raw] = value
+        return value
+
+
+def _cpu_set(raw: bytes) -> frozenset[int]:
+    bits = int.from_bytes(raw, "little")
+    cpus: set[int] = set()
+    while bits:
+        low = bits & -bits
+        cpus.add(low.bit_length() - 1)
+        bits ^= low
+    return frozenset(cpus)
+
+
+def _raw_console(raw: bytes) -> Console:
+    return _console(_CONSOLE.unpack(raw))
+
+
+_CONSOLE_OFFSET: Final = CELL_DESC_SIZE - _CONSOLE.size
+_CPU_SETS: Final = _Decoded(_cpu_set)
+_CONSOLES: Final = _Decoded(_raw_console)
+
+
+# The arrays whose bytes and values map one to one are decoded only when read (see
+# PackedArray); a config packed before they are read packs their bytes as they were.
+
+
+def _decode_memory(raw: bytes) -> tuple[MemoryRegion, ...]:
+    mem_flags = _MEM_FLAGS
+    return tuple(
+        [
+            _new_memory(phys, virt, size, mem_flags[flags])
+            for phys, virt, size, flags in _MEMORY.iter_unpack(raw)
+        ]
+    )
+
+
+def _decode_irqchips(raw: bytes) -> tuple[IrqChip, ...]:
+    return tuple(
+        [
+            _new_irqchip(v[0], v[1], v[2], v[3:])  # address, id, pin_base, pin_bitmap
+            for v in _IRQCHIP.iter_unpack(raw)
+        ]
+    )
+
+
+def _decode_pio(raw: bytes) -> tuple[PioRegion, ...]:
+    return tuple([_new_pio(*v) for v in _PIO.iter_unpack(raw)])
+
+
+def _decode_pci_caps(raw: bytes) -> tuple[PciCapability, ...]:
+    cap_flags = _PCI_CAP_FLAGS
+    return tuple(
+        [
+            _new_pci_cap(cap_id, start, length, cap_flags[flags])
+            for cap_id, start, length, flags in _PCI_CAP.iter_unpack(raw)
+        ]
+    )
+
+
+def _decode_stream_ids(raw: bytes) -> tuple[int, ...]:
+    return tuple([v for (v,) in _STREAM_ID.iter_unpack(raw)])
 
 
 _MEMORY_SIZE: Final = _MEMORY.size
@@ -556,13 +617,15 @@ def _pack_cell_fast(cell: CellConfig, head: bytes) -> bytes:
     name = cell.name.encode("latin-1")
     if len(name) > _NAME_LEN:
         raise _NeedsNames
+    # The arrays as held: a tuple, or a parsed config's bytes not yet decoded.
     mems, caches, chips, pios = (
-        cell.mem_regions,
+        cell._mem_regions,  # noqa: SLF001 - the codec packs what the model holds
         cell.cache_regions,
-        cell.irqchips,
-        cell.pio_regions,
+        cell._irqchips,  # noqa: SLF001
+        cell._pio_regions,  # noqa: SLF001
     )
-    devices, caps, streams = cell.pci_devices, cell.pci_caps, cell.stream_ids
+    devices = cell.pci_devices
+    caps, streams = cell._pci_caps, cell._stream_ids  # noqa: SLF001
     con = cell.console
     parts = [
         head,
@@ -591,18 +654,25 @@ def _pack_cell_fast(cell: CellConfig, head: bytes) -> bytes:
         ),
         _pack_cpus(cell, ""),
     ]
-    if mems:
+    if isinstance(mems, PackedArray):
+        parts.append(mems.raw)
+    elif mems:
         pack = _MEMORY.pack
         parts += [pack(r.phys_start, r.virt_start, r.size, r.flags) for r in mems]
     if caches:
         pack = _CACHE.pack
         parts += [pack(c.start, c.size, c.type, c.flags) for c in caches]
-    for chip in chips:
-        bitmap = chip.pin_bitmap
-        if len(bitmap) != len(_ZERO_BITMAP):
-            raise _NeedsNames
-        parts.append(_IRQCHIP.pack(chip.address, chip.id, chip.pin_base, *bitmap))
-    if pios:
+    if isinstance(chips, PackedArray):
+        parts.append(chips.raw)
+    else:
+        for chip in chips:
+            bitmap = chip.pin_bitmap
+            if len(bitmap) != len(_ZERO_BITMAP):
+                raise _NeedsNames
+            parts.append(_IRQCHIP.pack(chip.address, chip.id, chip.pin_base, *bitmap))
+    if isinstance(pios, PackedArray):
+        parts.append(pios.raw)
+    elif pios:
         pack = _PIO.pack
         parts += [pack(p.base, p.length) for p in pios]
     for dev in devices:
@@ -629,10 +699,14 @@ def _pack_cell_fast(cell: CellConfig, head: bytes) -> bytes:
                 dev.shmem_protocol,
             )
         )
-    if caps:
+    if isinstance(caps, PackedArray):
+        parts.append(caps.raw)
+    elif caps:
         pack = _PCI_CAP.pack
         parts += [pack(c.id, c.start, c.len, c.flags) for c in caps]
-    if streams:
+    if isinstance(streams, PackedArray):
+        parts.append(streams.raw)
+    elif streams:
         pack = _STREAM_ID.pack
         parts += [pack(s) for s in streams]
     parts.append(cell.trailing)

@@ -13,7 +13,7 @@ by value.  The flag words, type codes, constants and CPU-set helpers are defined
 
 from __future__ import annotations
 
-from jailhouse.config._record import Record
+from jailhouse.config._record import PackedArray, Record, decoded
 from jailhouse.config.flags import (
     CELL_SIGNATURE,
     CONFIG_REVISION,
@@ -395,7 +395,14 @@ class CellConfig(Record):
             so the file packs back to the same bytes, and :meth:`validate` reports them.
     """
 
+    # Five arrays live in private slots behind properties: a parsed config keeps them as
+    # their bytes (PackedArray) until they are read, and packs those bytes back unread.
     __slots__ = (
+        "_irqchips",
+        "_mem_regions",
+        "_pci_caps",
+        "_pio_regions",
+        "_stream_ids",
         "arch",
         "cache_regions",
         "console",
@@ -404,14 +411,9 @@ class CellConfig(Record):
         "cpus",
         "flags",
         "id",
-        "irqchips",
-        "mem_regions",
         "msg_reply_timeout",
         "name",
-        "pci_caps",
         "pci_devices",
-        "pio_regions",
-        "stream_ids",
         "trailing",
         "vpci_irq_base",
     )
@@ -420,13 +422,13 @@ class CellConfig(Record):
     cpus: frozenset[int]
     cpu_set_size: int
     flags: CellFlag
-    mem_regions: tuple[MemoryRegion, ...]
+    _mem_regions: tuple[MemoryRegion, ...] | PackedArray
     cache_regions: tuple[CacheRegion, ...]
-    irqchips: tuple[IrqChip, ...]
-    pio_regions: tuple[PioRegion, ...]
+    _irqchips: tuple[IrqChip, ...] | PackedArray
+    _pio_regions: tuple[PioRegion, ...] | PackedArray
     pci_devices: tuple[PciDevice, ...]
-    pci_caps: tuple[PciCapability, ...]
-    stream_ids: tuple[int, ...]
+    _pci_caps: tuple[PciCapability, ...] | PackedArray
+    _stream_ids: tuple[int, ...] | PackedArray
     vpci_irq_base: int
     cpu_reset_address: int
     msg_reply_timeout: int
@@ -462,13 +464,13 @@ class CellConfig(Record):
         _set(self, "cpus", cpus)
         _set(self, "cpu_set_size", cpu_set_size)
         _set(self, "flags", flags)
-        _set(self, "mem_regions", mem_regions)
+        _set(self, "_mem_regions", mem_regions)
         _set(self, "cache_regions", cache_regions)
-        _set(self, "irqchips", irqchips)
-        _set(self, "pio_regions", pio_regions)
+        _set(self, "_irqchips", irqchips)
+        _set(self, "_pio_regions", pio_regions)
         _set(self, "pci_devices", pci_devices)
-        _set(self, "pci_caps", pci_caps)
-        _set(self, "stream_ids", stream_ids)
+        _set(self, "_pci_caps", pci_caps)
+        _set(self, "_stream_ids", stream_ids)
         _set(self, "vpci_irq_base", vpci_irq_base)
         _set(self, "cpu_reset_address", cpu_reset_address)
         _set(self, "msg_reply_timeout", msg_reply_timeout)
@@ -477,18 +479,63 @@ class CellConfig(Record):
         _set(self, "trailing", trailing)
 
     @property
+    def mem_regions(self) -> tuple[MemoryRegion, ...]:
+        """The memory regions (``struct jailhouse_memory``)."""
+        value = self._mem_regions
+        if isinstance(value, PackedArray):
+            unpacked: tuple[MemoryRegion, ...] = decoded(self, "_mem_regions", value)
+            return unpacked
+        return value
+
+    @property
+    def irqchips(self) -> tuple[IrqChip, ...]:
+        """The interrupt chips and their pins (``struct jailhouse_irqchip``)."""
+        value = self._irqchips
+        if isinstance(value, PackedArray):
+            unpacked: tuple[IrqChip, ...] = decoded(self, "_irqchips", value)
+            return unpacked
+        return value
+
+    @property
+    def pio_regions(self) -> tuple[PioRegion, ...]:
+        """The x86 port ranges (``struct jailhouse_pio``)."""
+        value = self._pio_regions
+        if isinstance(value, PackedArray):
+            unpacked: tuple[PioRegion, ...] = decoded(self, "_pio_regions", value)
+            return unpacked
+        return value
+
+    @property
+    def pci_caps(self) -> tuple[PciCapability, ...]:
+        """The PCI capabilities (``struct jailhouse_pci_capability``)."""
+        value = self._pci_caps
+        if isinstance(value, PackedArray):
+            unpacked: tuple[PciCapability, ...] = decoded(self, "_pci_caps", value)
+            return unpacked
+        return value
+
+    @property
+    def stream_ids(self) -> tuple[int, ...]:
+        """The IOMMU stream ids (u32 each)."""
+        value = self._stream_ids
+        if isinstance(value, PackedArray):
+            unpacked: tuple[int, ...] = decoded(self, "_stream_ids", value)
+            return unpacked
+        return value
+
+    @property
     def size(self) -> int:
         """Byte size of the packed config, without :attr:`trailing`."""
         return (
             132
             + self.cpu_set_size
-            + 32 * len(self.mem_regions)
+            + 32 * len(self._mem_regions)
             + 12 * len(self.cache_regions)
-            + 32 * len(self.irqchips)
-            + 4 * len(self.pio_regions)
+            + 32 * len(self._irqchips)
+            + 4 * len(self._pio_regions)
             + 56 * len(self.pci_devices)
-            + 8 * len(self.pci_caps)
-            + 4 * len(self.stream_ids)
+            + 8 * len(self._pci_caps)
+            + 4 * len(self._stream_ids)
         )
 
     @property
@@ -810,4 +857,4 @@ _BYTES_LIKE: Final = (bytes, bytearray, memoryview)
 
 # The codec builds the classes above, so it is imported after them; the methods that pack
 # and parse look it up when called.  (The package imports the codec first anyway.)
-from jailhouse.config import codec as _codec  # noqa: E402
+import jailhouse.config.codec as _codec  # noqa: E402 - not `from jailhouse.config import`: no hook
