@@ -190,3 +190,37 @@ def test_config_check_fast_path_builds_no_parser(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     assert run.stderr.strip() == "[]"
     assert "'x86-root', 'x86-demo': no findings" in run.stdout
+
+
+def test_non_canonical_bytes_pack_as_their_values() -> None:
+    """Bytes the values do not keep (padding, spare bits, name tail) pack as zeros, as before."""
+    arch = example_system("x86").arch
+    cell = CellConfig(
+        name="pads",
+        arch=arch,
+        cpus=frozenset({1}),
+        mem_regions=(MemoryRegion(0x1000, 0, 0x1000),),
+        cache_regions=(CacheRegion(0, 4),),
+        pci_devices=(PciDevice(example_cells("x86")["x86-demo"].pci_devices[0].type, 0x10),),
+    )
+    clean = cell.to_bytes()
+    cache_pad = 132 + 8 + 32 + 9  # descriptor, CPU set, one region, then the pad byte
+    msi_byte = 132 + 8 + 32 + 12 + 35  # ... one cache entry, then the PCI device's MSI byte
+    pokes = {
+        "name tail": (8 + 6, 0x41),  # a byte after the name's NUL
+        "cache pad": (cache_pad, 0xFF),
+        "msi spare bits": (msi_byte, 0xFC),
+    }
+    for what, (offset, value) in pokes.items():
+        dirty = bytearray(clean)
+        dirty[offset] = value
+        parsed = load_config(bytes(dirty))
+        assert parsed == cell, what
+        assert parsed.to_bytes() == clean, what
+    system = example_system("x86")
+    clean = system.to_bytes()
+    dirty = bytearray(clean)
+    dirty[76 + 12 + 8 * 28 + 3] = 0x7F  # the x86 arch info's pad byte
+    parsed = load_config(bytes(dirty))
+    assert parsed == system
+    assert parsed.to_bytes() == clean

@@ -65,7 +65,9 @@ class Record:
 
     A field may be kept in a slot named ``_<field>`` behind a property of the field's
     name (the config model decodes a parsed config's arrays only when they are read);
-    everything here reads fields by name and writes slots by :attr:`_slot_names`.
+    everything here reads fields by name and writes slots by :attr:`_slot_names`.  Other
+    private slots (a cache) are no fields: a subclass sets them in ``__init__`` and again
+    in ``__setstate__``.
 
     Attributes:
         _fields: The field names, in order (``repr``, ``==`` and ``hash`` use it).
@@ -92,7 +94,8 @@ class Record:
         names = code.co_varnames[1 : code.co_argcount + code.co_kwonlyargcount]
         slots: set[str] = set(cls.__slots__)
         slot_names = tuple(name if name in slots else f"_{name}" for name in names)
-        if sorted(slot_names) != sorted(slots):
+        extra = slots.difference(slot_names)
+        if len(set(slot_names) & slots) != len(names) or any(not s.startswith("_") for s in extra):
             raise TypeError(f"{cls.__name__}: __slots__ must name the fields of __init__")
         defaults = dict(init.__kwdefaults__ or {})
         if init.__defaults__:

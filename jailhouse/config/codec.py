@@ -284,9 +284,38 @@ def parse_system(data: bytes) -> SystemConfig:
         )
     arch = _check_header(data, SYSTEM_SIGNATURE, old=b"JHSYST", what="system")
     head = _SYSTEM_HEAD.unpack_from(data, 0)
-    offset = _SYSTEM_HEAD.size
-    mmconfig_base, end_bus, is_virtual, pci_domain = _PLATFORM_PCI.unpack_from(data, offset)
-    offset += _PLATFORM_PCI.size
+    cache = _X86_PLATFORMS if arch == Arch.X86 else _ARM_PLATFORMS
+    platform, canonical = cache[data[_SYSTEM_HEAD.size : _ROOT_CELL_OFFSET]]
+    root_cell = _parse_cell_at(data, _ROOT_CELL_OFFSET, arch, prefix="root_cell.")[0]
+    system = _new_system(
+        arch,
+        _SYSTEM_FLAGS[head[3]],
+        _new_memory(head[4], head[5], head[6], _MEM_FLAGS[head[7]]),  # hypervisor_memory
+        _CONSOLES[data[_DEBUG_CONSOLE_OFFSET : _SYSTEM_HEAD.size]],
+        platform,
+        root_cell,
+        data[_ROOT_CELL_OFFSET : _ROOT_CELL_OFFSET + 8],  # root_header
+    )
+    _set_system_packed(system, data if canonical and root_cell._packed is not None else None)  # noqa: SLF001
+    return system
+
+
+def _x86_platform(raw: bytes) -> tuple[PlatformInfo, bool]:
+    return _parse_platform(raw, x86=True)
+
+
+def _arm_platform(raw: bytes) -> tuple[PlatformInfo, bool]:
+    return _parse_platform(raw, x86=False)
+
+
+def _parse_platform(data: bytes, *, x86: bool) -> tuple[PlatformInfo, bool]:
+    """Parse the platform info (PCI, IOMMUs, arch info); tell whether its bytes are canonical.
+
+    Canonical as for cells: the AMD member's padding and the arch info's are zero.
+    """
+    mmconfig_base, end_bus, is_virtual, pci_domain = _PLATFORM_PCI.unpack_from(data, 0)
+    offset = _PLATFORM_PCI.size
+    canonical = True
     if data[offset : offset + _IOMMUS_SIZE] == _NO_IOMMUS:
         slots, used = [], 0
     else:
@@ -294,14 +323,19 @@ def parse_system(data: bytes) -> SystemConfig:
         used = len(slots)
         while used and _iommu_is_empty(slots[used - 1]):
             used -= 1
+        canonical = all(
+            slot[0] == IommuType.PVU or slot[3][_AMD_FIELD_BYTES:] == _AMD_PAD for slot in slots
+        )
     offset += _IOMMUS_SIZE
     arch_info: X86Platform | ArmPlatform
-    if arch == Arch.X86:
+    if x86:
+        canonical = canonical and not data[offset + 3] and not any(data[offset + 16 : offset + 44])
         pm_timer, apic_mode, vtd_limit, tsc_khz, apic_khz = _X86_PLATFORM.unpack_from(data, offset)
         arch_info = _new_x86_platform(
             pm_timer, _APIC_MODES[apic_mode], vtd_limit, tsc_khz, apic_khz
         )
     else:
+        canonical = canonical and not any(data[offset + 2 : offset + 4])
         arch_info = ArmPlatform(*_ARM_PLATFORM.unpack_from(data, offset))
     platform = _new_platform(
         mmconfig_base,
@@ -311,15 +345,7 @@ def parse_system(data: bytes) -> SystemConfig:
         tuple([_parse_iommu(slot) for slot in slots[:used]]),
         arch_info,
     )
-    return _new_system(
-        arch,
-        _SYSTEM_FLAGS[head[3]],
-        _new_memory(head[4], head[5], head[6], _MEM_FLAGS[head[7]]),  # hypervisor_memory
-        _CONSOLES[data[_DEBUG_CONSOLE_OFFSET : _SYSTEM_HEAD.size]],
-        platform,
-        _parse_cell_at(data, _ROOT_CELL_OFFSET, arch, prefix="root_cell.")[0],
-        data[_ROOT_CELL_OFFSET : _ROOT_CELL_OFFSET + 8],  # root_header
-    )
+    return platform, canonical
 
 
 def _check_header(data: bytes, signature: bytes, *, old: bytes, what: str) -> Arch:
@@ -375,8 +401,19 @@ def _parse_cell_at(
     end = s_streams + n_streams * _STREAM_ID_SIZE
     if end > len(data):
         _raise_overrun(data, base, f, prefix)
+    # Canonical: the bytes that values do not keep (the name after its NUL, a cache entry's
+    # pad byte, the spare bits of a PCI device's MSI byte) are zero, so packing the values
+    # gives these bytes again and packing may return them as they are.
+    raw_name = f[3]
+    canonical = b"\0" not in raw_name.rstrip(b"\0")
+    if n_cache and canonical:
+        canonical = not any(data[s_cache + 9 : s_irq : _CACHE_SIZE])
+    pci_rows: list[tuple[Any, ...]] = []
+    if n_pci:
+        pci_rows = list(_PCI_DEVICE.iter_unpack(data[s_pci:s_caps]))
+        canonical = canonical and not any(row[13] & ~3 for row in pci_rows)
     cell = _new_cell(
-        _name(f[3]),
+        _name(raw_name),
         arch,
         f[4],  # id
         _CELL_FLAGS[f[5]],
@@ -393,9 +430,7 @@ def _parse_cell_at(
         else (),
         PackedArray(data[s_irq:s_pio], n_irq, _decode_irqchips) if n_irq else (),
         PackedArray(data[s_pio:s_pci], n_pio, _decode_pio) if n_pio else (),
-        tuple([_pci_device(v) for v in _PCI_DEVICE.iter_unpack(data[s_pci:s_caps])])
-        if n_pci
-        else (),
+        tuple([_pci_device(v) for v in pci_rows]) if n_pci else (),
         PackedArray(data[s_caps:s_streams], n_caps, _decode_pci_caps) if n_caps else (),
         PackedArray(data[s_streams:end], n_streams, _decode_stream_ids) if n_streams else (),
         f[14],  # vpci_irq_base
@@ -404,7 +439,12 @@ def _parse_cell_at(
         _CONSOLES[data[base + _CONSOLE_OFFSET : base + CELL_DESC_SIZE]],
         data[end:],  # trailing
     )
+    _set_cell_packed(cell, data[base + 8 :] if canonical else None)
     return cell, end
+
+
+_set_cell_packed: Final = vars(CellConfig)["_packed"].__set__
+_set_system_packed: Final = vars(SystemConfig)["_packed"].__set__
 
 
 class _Decoded(dict[bytes, "_V"]):
@@ -444,6 +484,8 @@ def _raw_console(raw: bytes) -> Console:
 _CONSOLE_OFFSET: Final = CELL_DESC_SIZE - _CONSOLE.size
 _CPU_SETS: Final = _Decoded(_cpu_set)
 _CONSOLES: Final = _Decoded(_raw_console)
+_X86_PLATFORMS: Final = _Decoded(_x86_platform)
+_ARM_PLATFORMS: Final = _Decoded(_arm_platform)
 
 
 # The arrays whose bytes and values map one to one are decoded only when read (see
@@ -560,6 +602,7 @@ def _iommu_is_empty(raw: tuple[int, int, int, bytes]) -> bool:
 
 
 _AMD_FIELD_BYTES: Final = _IOMMU_AMD.size - 4  # the last 4 bytes are padding, not a field
+_AMD_PAD: Final = bytes(4)
 
 
 def _parse_iommu(raw: tuple[Any, ...]) -> IommuUnit:
@@ -592,6 +635,9 @@ def pack_system(system: SystemConfig) -> bytes:
     Raises:
         ConfigError: A value does not fit its field; the error names the field path.
     """
+    packed = system._packed  # noqa: SLF001 - parsed from canonical bytes: those bytes
+    if packed is not None:
+        return packed
     try:
         return _pack_system_fast(system)
     except Exception:  # noqa: BLE001 - the named path below raises what is wrong, or packs
@@ -614,6 +660,9 @@ class _NeedsNames(Exception):  # noqa: N818 - a private signal, not an error any
 
 def _pack_cell_fast(cell: CellConfig, head: bytes) -> bytes:
     """Pack a cell descriptor after ``head`` and its arrays, naming no field on failure."""
+    packed = cell._packed  # noqa: SLF001 - parsed from canonical bytes: those bytes
+    if packed is not None:
+        return head + packed
     name = cell.name.encode("latin-1")
     if len(name) > _NAME_LEN:
         raise _NeedsNames

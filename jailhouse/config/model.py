@@ -400,6 +400,7 @@ class CellConfig(Record):
     __slots__ = (
         "_irqchips",
         "_mem_regions",
+        "_packed",
         "_pci_caps",
         "_pio_regions",
         "_stream_ids",
@@ -429,6 +430,9 @@ class CellConfig(Record):
     pci_devices: tuple[PciDevice, ...]
     _pci_caps: tuple[PciCapability, ...] | PackedArray
     _stream_ids: tuple[int, ...] | PackedArray
+    _packed: bytes | None
+    """For a config parsed from canonical bytes, what packing it gives after the 8-byte
+    header (signature, arch, revision): the file's own bytes.  ``None`` otherwise."""
     vpci_irq_base: int
     cpu_reset_address: int
     msg_reply_timeout: int
@@ -477,6 +481,12 @@ class CellConfig(Record):
         _set(self, "console", console)
         _set(self, "id", id)
         _set(self, "trailing", trailing)
+        _set(self, "_packed", None)
+
+    def __setstate__(self, state: tuple[object, ...]) -> None:
+        """Restore the fields after unpickling; the packed bytes are not kept."""
+        super().__setstate__(state)
+        _set(self, "_packed", None)
 
     @property
     def mem_regions(self) -> tuple[MemoryRegion, ...]:
@@ -752,6 +762,7 @@ class SystemConfig(Record):
     """
 
     __slots__ = (
+        "_packed",
         "arch",
         "debug_console",
         "flags",
@@ -767,6 +778,8 @@ class SystemConfig(Record):
     debug_console: Console
     platform: PlatformInfo
     root_header: bytes
+    _packed: bytes | None
+    """For a config parsed from canonical bytes, the file's bytes; ``None`` otherwise."""
 
     def __init__(
         self,
@@ -787,6 +800,12 @@ class SystemConfig(Record):
         _set(self, "debug_console", debug_console)
         _set(self, "platform", platform)
         _set(self, "root_header", root_header)
+        _set(self, "_packed", None)
+
+    def __setstate__(self, state: tuple[object, ...]) -> None:
+        """Restore the fields after unpickling; the packed bytes are not kept."""
+        super().__setstate__(state)
+        _set(self, "_packed", None)
 
     @property
     def size(self) -> int:
