@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Final
 
 from jailhouse.cli._base import (
     EXIT_OK,
@@ -18,10 +17,12 @@ from jailhouse.cli._base import (
     to_json,
 )
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Callable, Mapping, Sequence
     from pathlib import Path
+    from typing import Any, Final
 
     from jailhouse.hypervisor import Cell, Hypervisor
     from jailhouse.sysfs import CellStatus
