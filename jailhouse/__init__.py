@@ -6,10 +6,10 @@ no I/O: the config model needs neither lxml nor the compiled shim.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
+TYPE_CHECKING = False  # not typing's: importing typing costs more than the rest of --version
 if TYPE_CHECKING:
+    from typing import Any
+
     from jailhouse.config.flags import Arch, CellFlag, MemFlag
     from jailhouse.config.model import (
         CellConfig,
@@ -192,7 +192,9 @@ def __getattr__(name: str) -> Any:  # noqa: ANN401 - module-level lazy attribute
         module = _EXPORTS[name]
     except KeyError:
         raise AttributeError(f"module 'jailhouse' has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(module), name)
+    from importlib import import_module  # noqa: PLC0415 - kept off `import jailhouse`
+
+    value = getattr(import_module(module), name)
     globals()[name] = value
     return value
 

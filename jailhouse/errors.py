@@ -27,7 +27,10 @@ from __future__ import annotations
 
 import errno as _errno
 import os
-from typing import Final
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 __all__ = [
     "ERRNO_ERRORS",

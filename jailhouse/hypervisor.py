@@ -46,10 +46,8 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from jailhouse import _abi
 from jailhouse.config.flags import Arch, format_cpus
 from jailhouse.console import ConsoleReader
 from jailhouse.errors import (
@@ -61,15 +59,36 @@ from jailhouse.errors import (
 )
 from jailhouse.sysfs import CellStatus, HypervisorStatus, SysfsReader
 
+TYPE_CHECKING = False  # not typing's: the status verbs do not import typing
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
     from types import TracebackType
+    from typing import Final, Self
 
+    from jailhouse import _abi
     from jailhouse.config.model import CellConfig, SystemConfig
     from jailhouse.device import Device
     from jailhouse.linux import LoadPlan
 
 __all__ = ["Cell", "Hypervisor", "Image", "ImageSource", "open"]
+
+
+class _AbiOnFirstUse:
+    """Stands for :mod:`jailhouse._abi` (the cffi shim) until an ioctl needs it.
+
+    The status verbs (``jhctl cell list``, ``status``) read sysfs only; the first
+    attribute read imports the module and puts it in this one's place.
+    """
+
+    def __getattr__(self, name: str) -> object:
+        from jailhouse import _abi as module  # noqa: PLC0415 - the point of this class
+
+        globals()["_abi"] = module
+        return getattr(module, name)
+
+
+if not TYPE_CHECKING:
+    _abi = _AbiOnFirstUse()
 
 ImageSource = bytes | bytearray | memoryview | str | os.PathLike[str]
 """An image's contents: the bytes themselves, or the path of a file holding them."""

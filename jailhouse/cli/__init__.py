@@ -19,44 +19,55 @@ Errors are one line on stderr, naming the problem and what to do; ``--debug`` ad
 traceback.  With ``--json`` a verb prints one JSON document on stdout, and errors still go
 to stderr, so stdout is either parseable or empty.
 
-Verbs come in groups, each registered by a ``register(verbs)`` function listed in
-:data:`VERB_GROUPS`; a new group is a module with such a function plus one entry there.
+Verbs come in groups, each registered by a ``register(verbs)`` function of one module named
+in :data:`VERB_MODULES`; a new group is a module with such a function plus one entry there.
+A new verb in an existing group needs nothing here: its group's ``register`` adds it.
+
+Start-up: importing this package imports nothing but :mod:`os` and :mod:`sys`.  The verb
+modules (and argparse) are imported when a parser is built; ``jhctl --version`` and a plain
+``jhctl config check FILE...`` (no options) take a fast path that builds no parser, with
+the same output and exit codes (anything else, ``--help`` included, goes through argparse).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-from typing import TYPE_CHECKING, Final
 
-from jailhouse.cli import _config, _device, _host, _virsh
-from jailhouse.cli._base import (
-    DEFAULT_URI,
-    EXIT_FINDINGS,
-    EXIT_INTERRUPTED,
-    EXIT_USAGE,
-    SIM_SUGGESTION,
-    URI_ENV,
-    ArgumentParser,
-    CliError,
-    Context,
-    DeferredParser,
-    Verbs,
-)
-
+TYPE_CHECKING = False  # not typing's: `jhctl --version` should import nothing it does not use
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+    from typing import Any, Final
 
-__all__ = ["VERB_GROUPS", "build_parser", "main"]
+    from jailhouse.cli._base import Verbs
+    from jailhouse.cli._parser import ArgumentParser
 
-VERB_GROUPS: Final[list[Callable[[Verbs], None]]] = [
-    _device.register,  # enable, disable, status, console, cell ...
-    _config.register,  # config show/check/from-xml/to-xml
-    _host.register,  # demo, host-validate, selftest
-    _virsh.register,  # define, undefine, start, shutdown, destroy, list, dominfo, dumpxml, apply
-]
-"""The functions that add verbs to the parser, in ``--help`` order."""
+__all__ = ["VERB_GROUPS", "VERB_MODULES", "build_parser", "main"]
+
+VERB_MODULES: Final = (
+    "jailhouse.cli._device",  # enable, disable, status, console, cell ...
+    "jailhouse.cli._config",  # config show/check/from-xml/to-xml
+    "jailhouse.cli._host",  # demo, host-validate, selftest
+    "jailhouse.cli._virsh",  # define, undefine, start, shutdown, destroy, list, dominfo, ...
+)
+"""The modules whose ``register(verbs)`` adds verbs to the parser, in ``--help`` order."""
+
+_VERSION_WIDTH: Final = 37
+"""Narrowest terminal in which argparse prints the ``--version`` line unwrapped."""
+
+
+def __getattr__(name: str) -> Any:  # noqa: ANN401 - module-level lazy attribute hook
+    """Give :data:`VERB_GROUPS`: the ``register`` functions, imported on first use."""
+    if name == "VERB_GROUPS":
+        return _verb_groups()
+    raise AttributeError(f"module 'jailhouse.cli' has no attribute {name!r}")
+
+
+def _verb_groups() -> list[Callable[[Verbs], None]]:
+    """Import the verb modules and return their ``register`` functions, in order."""
+    from importlib import import_module  # noqa: PLC0415 - only when a parser is built
+
+    return [import_module(module).register for module in VERB_MODULES]
 
 
 def _common_options(*, short_connect: bool = True) -> ArgumentParser:
@@ -66,6 +77,11 @@ def _common_options(*, short_connect: bool = True) -> ArgumentParser:
         short_connect: Offer ``-c`` for ``--connect``; ``cell linux`` takes ``-c`` as
             upstream's ``--cmdline`` and gets the options without it.
     """
+    import argparse  # noqa: PLC0415 - only when a parser is built
+
+    from jailhouse.cli._base import DEFAULT_URI, URI_ENV  # noqa: PLC0415
+    from jailhouse.cli._parser import ArgumentParser  # noqa: PLC0415
+
     common = ArgumentParser(add_help=False)
     common.add_argument(
         *(("-c", "--connect") if short_connect else ("--connect",)),
@@ -90,8 +106,12 @@ def _common_options(*, short_connect: bool = True) -> ArgumentParser:
 
 
 def build_parser() -> ArgumentParser:
-    """Build the ``jhctl`` parser with every verb group of :data:`VERB_GROUPS`."""
+    """Build the ``jhctl`` parser with every verb group of :data:`VERB_MODULES`."""
+    import argparse  # noqa: PLC0415 - only when a parser is built
+
     from jailhouse import __version__  # noqa: PLC0415 - the package root is cheap
+    from jailhouse.cli._base import Verbs  # noqa: PLC0415
+    from jailhouse.cli._parser import ArgumentParser, DeferredParser  # noqa: PLC0415
 
     common = _common_options()
     parser = ArgumentParser(
@@ -114,18 +134,77 @@ def build_parser() -> ArgumentParser:
         dest="verb", metavar="VERB", required=True, parser_class=DeferredParser
     )
     verbs = Verbs(sub, common, common_long=_common_options(short_connect=False))
-    for register in VERB_GROUPS:
+    for register in _verb_groups():
         register(verbs)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``jhctl`` with ``argv`` (``sys.argv[1:]`` by default) and return the exit code."""
-    parser = build_parser()
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words == ["--version"] and _terminal_width() >= _VERSION_WIDTH:
+        from jailhouse import __version__  # noqa: PLC0415 - the package root is cheap
+
+        sys.stdout.write(f"jhctl (python-jailhouse) {__version__}\n")
+        return 0
+    fast = _fast_path(words)
+    if fast is not None:
+        handler, args = fast
+    else:
+        from jailhouse.cli._base import EXIT_USAGE  # noqa: PLC0415
+
+        try:
+            args = build_parser().parse_args(words)
+        except SystemExit as exc:  # --help, --version, usage errors
+            code = exc.code
+            return code if isinstance(code, int) else (0 if code is None else EXIT_USAGE)
+        handler = args.handler
+    return _run(handler, args)
+
+
+def _terminal_width() -> int:
+    """Return the width argparse formats ``--version`` for (``shutil.get_terminal_size``)."""
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help, --version, usage errors
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_USAGE)
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 80
+    return columns or 80
+
+
+def _fast_path(words: list[str]) -> tuple[Callable[..., int], Any] | None:
+    """Return the handler and arguments of ``config check FILE...`` without a parser.
+
+    Only the plain form qualifies: ``config check`` and at least one file, no word that
+    starts with ``-``.  Any other command line returns ``None`` and goes through argparse,
+    which gives the same handler the same arguments for these.
+    """
+    if len(words) < 3 or words[:2] != ["config", "check"]:  # verb, sub-verb, a file
+        return None
+    files = words[2:]
+    if any(word.startswith("-") for word in files):
+        return None
+    from types import SimpleNamespace  # noqa: PLC0415 - what argparse.Namespace is, cheaper
+
+    from jailhouse.cli._config import check_handler  # noqa: PLC0415
+
+    return check_handler, SimpleNamespace(system=files[0], cells=files[1:])
+
+
+def _run(handler: Callable[..., int], args: Any) -> int:  # noqa: ANN401 - a Namespace
+    """Run a verb's handler with the context the options give; map errors to exit codes."""
+    from jailhouse.cli._base import (  # noqa: PLC0415
+        DEFAULT_URI,
+        EXIT_FINDINGS,
+        EXIT_INTERRUPTED,
+        URI_ENV,
+        Context,
+    )
+
     ctx = Context(
         uri=getattr(args, "connect", None) or os.environ.get(URI_ENV) or DEFAULT_URI,
         json=getattr(args, "json", False),
@@ -134,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stderr=sys.stderr,
     )
     try:
-        code: int = args.handler(args, ctx)
+        code: int = handler(args, ctx)
         ctx.stdout.flush()
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
@@ -154,6 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _describe(exc: BaseException) -> tuple[int, str]:
     """Map an exception to its exit code and one line of text."""
+    from jailhouse.cli._base import EXIT_FINDINGS, EXIT_USAGE, SIM_SUGGESTION, CliError  # noqa: PLC0415
     from jailhouse.errors import (  # noqa: PLC0415 - cheap, but only needed on errors
         ConfigError,
         DeviceError,

@@ -1,21 +1,26 @@
 """What every verb shares: the verb registry, the run context, output and argument helpers.
 
 Nothing heavy is imported here: a verb imports lxml, the cffi shim or the hypervisor inside
-its handler, so ``jhctl --version`` and ``jhctl --help`` start fast.
+its handler, so ``jhctl --version`` and ``jhctl --help`` start fast.  Not even argparse:
+the parser classes (:class:`ArgumentParser`, :class:`DeferredParser`, :class:`Handler`)
+live in :mod:`jailhouse.cli._parser` and are imported from here on first use, so the fast
+path of ``jhctl config check`` runs a handler without building a parser.
 """
 
 from __future__ import annotations
 
-import argparse
 import enum
 import os
 import sys
-from typing import TYPE_CHECKING, Any, Final, NoReturn, Protocol, TextIO
 
+TYPE_CHECKING = False  # not typing's: a verb that needs no typing does not import it
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import Callable, Iterable
     from pathlib import Path
+    from typing import Any, Final, TextIO
 
+    from jailhouse.cli._parser import ArgumentParser, DeferredParser, Handler
     from jailhouse.config.model import CellConfig, SystemConfig
     from jailhouse.hypervisor import Hypervisor
 
@@ -77,86 +82,6 @@ class CliError(Exception):
         self.code = code
 
 
-class Handler(Protocol):
-    """A verb's implementation: gets the parsed arguments and the context, returns an exit code."""
-
-    def __call__(self, args: argparse.Namespace, ctx: Context, /) -> int:
-        """Run the verb."""
-        ...
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse with one-line usage errors that point at ``--help``."""
-
-    def error(self, message: str) -> NoReturn:
-        """Print ``jhctl VERB: error: ...; see `jhctl VERB --help``` and exit 2."""
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
-
-
-class DeferredParser(ArgumentParser):
-    """A verb's parser that builds itself on first use, so a run builds only its own verb's.
-
-    argparse builds the parser of every sub-command up front, and ``jhctl`` has about
-    thirty: building them all took longer than the rest of ``jhctl --version``.  Made by
-    ``add_parser`` (it is the ``parser_class`` of every verb list), this parser keeps its
-    constructor's arguments and records :meth:`add_argument` and :meth:`set_defaults`;
-    anything else (parsing, help, :meth:`add_subparsers`, reading an attribute) first
-    builds the real parser and replays the recorded calls in order, so it ends up
-    exactly as an eager parser would be.
-
-    While the parser is not built, :meth:`add_argument` returns ``None``: the action
-    does not exist yet.
-    """
-
-    def __init__(self, **kwargs: Any) -> None:  # noqa: ANN401 - ArgumentParser's keywords
-        """Keep the arguments for later; ``add_parser`` passes only keywords."""
-        self.__dict__["_deferred"] = (kwargs, [])
-
-    def add_argument(  # type: ignore[override]  # None while deferred (see the class)
-        self,
-        *args: str,
-        **kwargs: Any,  # noqa: ANN401 - add_argument's keywords
-    ) -> argparse.Action | None:
-        """Record an argument, or add it once the parser is built."""
-        deferred = self.__dict__.get("_deferred")
-        if deferred is None:
-            return super().add_argument(*args, **kwargs)
-        deferred[1].append((ArgumentParser.add_argument, args, kwargs))
-        return None
-
-    def set_defaults(self, **kwargs: Any) -> None:  # noqa: ANN401 - any default values
-        """Record defaults, or set them once the parser is built."""
-        deferred = self.__dict__.get("_deferred")
-        if deferred is None:
-            super().set_defaults(**kwargs)
-            return
-        deferred[1].append((ArgumentParser.set_defaults, (), kwargs))
-
-    def add_subparsers(
-        self,
-        **kwargs: Any,  # noqa: ANN401 - add_subparsers' keywords
-    ) -> argparse._SubParsersAction[Any]:
-        """Build the parser, then add a sub-command list to it."""
-        self._build()
-        return super().add_subparsers(**kwargs)
-
-    def _build(self) -> None:
-        deferred = self.__dict__.pop("_deferred", None)
-        if deferred is None:
-            return
-        kwargs, calls = deferred
-        ArgumentParser.__init__(self, **kwargs)
-        for method, args, call_kwargs in calls:
-            method(self, *args, **call_kwargs)
-
-    def __getattr__(self, name: str) -> Any:  # noqa: ANN401 - whatever the built parser has
-        """Build the parser on the first read of an attribute it does not have yet."""
-        if "_deferred" not in self.__dict__:
-            raise AttributeError(name)
-        self._build()
-        return getattr(self, name)
-
-
 class Verbs:
     """Registers verbs on the parser; each verb group's ``register(verbs)`` calls :meth:`add`.
 
@@ -212,6 +137,8 @@ class Verbs:
         Raises:
             ValueError: No example is given.
         """
+        import argparse  # noqa: PLC0415 - only when a parser is built
+
         lines = list(examples)
         if not lines:
             raise ValueError(f"verb {name!r}: give at least one example for --help")
@@ -230,6 +157,10 @@ class Verbs:
 
     def group(self, name: str, *, help: str, examples: Iterable[str]) -> Verbs:  # noqa: A002
         """Add a verb that takes sub-verbs (``jhctl cell ...``) and return their registry."""
+        import argparse  # noqa: PLC0415 - only when a parser is built
+
+        from jailhouse.cli._parser import DeferredParser  # noqa: PLC0415
+
         lines = list(examples)
         parser = self._sub.add_parser(
             name,
@@ -434,13 +365,11 @@ def load_config_file(path: str | os.PathLike[str]) -> CellConfig | SystemConfig:
         CliError: The file is not a valid config (exit 2).
         OSError: It cannot be read.
     """
-    from pathlib import Path  # noqa: PLC0415 - kept off the cold start
-
     from jailhouse.config.model import load_config  # noqa: PLC0415
     from jailhouse.errors import ConfigError  # noqa: PLC0415
 
     try:
-        return load_config(Path(path))
+        return load_config(os.fspath(path))  # a str: pathlib is not imported for this
     except ConfigError as exc:
         raise CliError(f"{os.fspath(path)}: not a valid config: {exc}") from exc
     except IsADirectoryError as exc:
@@ -540,3 +469,17 @@ def flag_names(flags: enum.IntFlag) -> list[str]:
     if rest:
         names.append(hex(rest))
     return names
+
+
+_PARSER_NAMES: Final = frozenset({"ArgumentParser", "DeferredParser", "Handler"})
+
+
+def __getattr__(name: str) -> Any:  # noqa: ANN401 - module-level lazy attribute hook
+    """Import the parser classes from :mod:`jailhouse.cli._parser` on first use."""
+    if name not in _PARSER_NAMES:
+        raise AttributeError(f"module 'jailhouse.cli._base' has no attribute {name!r}")
+    from jailhouse.cli import _parser  # noqa: PLC0415 - argparse only when a parser is built
+
+    value = getattr(_parser, name)
+    globals()[name] = value
+    return value

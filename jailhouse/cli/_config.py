@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from jailhouse.cli._base import (
     EXIT_FINDINGS,
     EXIT_OK,
@@ -16,13 +14,15 @@ from jailhouse.cli._base import (
     to_json,
 )
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
+    from typing import Any
 
     from jailhouse.config.model import CellConfig, MemoryRegion, SystemConfig
     from jailhouse.config.validate import Finding
 
-__all__ = ["config_document", "describe_config", "register"]
+__all__ = ["check_handler", "config_document", "describe_config", "register"]
 
 
 def register(verbs: Verbs) -> None:
@@ -294,6 +294,10 @@ def _check(args: argparse.Namespace, ctx: Context) -> int:
 
     ctx.emit(doc, text)
     return EXIT_FINDINGS if errors else EXIT_OK
+
+
+check_handler = _check
+"""The handler of ``config check``, which :func:`jailhouse.cli.main` runs without a parser."""
 
 
 def _finding_document(finding: Finding) -> dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import TYPE_CHECKING, Any, Final
 
 from jailhouse.cli._base import (
     EXIT_OK,
@@ -20,9 +19,11 @@ from jailhouse.cli._base import (
     to_json,
 )
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
     from pathlib import Path
+    from typing import Any, Final
 
     from jailhouse.config.model import CellConfig
     from jailhouse.hypervisor import Cell, Hypervisor

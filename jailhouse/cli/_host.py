@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final
-
 from jailhouse.cli._base import (
     EXIT_FINDINGS,
     EXIT_OK,
@@ -13,10 +11,12 @@ from jailhouse.cli._base import (
     load_system_file,
 )
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Callable
     from pathlib import Path
+    from typing import Any, Final
 
     from jailhouse.examples import ExampleArch
     from jailhouse.hostcheck import HostCheck

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Final
 
 from jailhouse.cli._base import (
     EXIT_FINDINGS,
@@ -23,9 +22,11 @@ from jailhouse.cli._base import (
     Verbs,
 )
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Callable, Iterator
+    from typing import Any, Final
 
     from jailhouse.jobs import Job, JobProgress
     from jailhouse.virt import virConnect, virDomain

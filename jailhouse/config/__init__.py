@@ -2,15 +2,15 @@
 
 The names below are imported on first use: ``jhctl cell list`` reaches
 :mod:`jailhouse.config.flags` through this package and should not build the model's
-dataclasses on the way.
+model's records on the way.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any, Final
-
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, Final
+
     from jailhouse.config.codec import pack_cell, pack_system, parse_cell, parse_system
     from jailhouse.config.model import (
         CELL_SIGNATURE,
@@ -97,17 +97,19 @@ _SUBMODULES: Final = frozenset({"codec", "flags", "model", "validate"})
 
 def __getattr__(name: str) -> Any:  # noqa: ANN401 - module-level lazy attribute hook
     """Import a public name (or a submodule) on first use, from the lightest module with it."""
+    from importlib import import_module  # noqa: PLC0415 - kept off the import of the package
+
     if name in _SUBMODULES:
-        return importlib.import_module(f"jailhouse.config.{name}")
+        return import_module(f"jailhouse.config.{name}")
     if name not in __all__:
         raise AttributeError(f"module 'jailhouse.config' has no attribute {name!r}")
     if name in _CODEC_NAMES:
         module = "jailhouse.config.codec"
-    elif hasattr(importlib.import_module("jailhouse.config.flags"), name):
+    elif hasattr(import_module("jailhouse.config.flags"), name):
         module = "jailhouse.config.flags"  # no dataclass is built for an enum or a constant
     else:
         module = "jailhouse.config.model"
-    value = getattr(importlib.import_module(module), name)
+    value = getattr(import_module(module), name)
     globals()[name] = value
     return value
 

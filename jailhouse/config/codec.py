@@ -9,11 +9,9 @@ value; packing raises :class:`~jailhouse.errors.ConfigError` naming the field pa
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import struct
-from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
+from jailhouse.config._record import PackedArray
 from jailhouse.config.model import (
     CELL_SIGNATURE,
     CONFIG_REVISION,
@@ -46,8 +44,17 @@ from jailhouse.config.model import (
 )
 from jailhouse.errors import ConfigError, InvalidConfigError
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import enum
     from collections.abc import Callable, Sequence
+    from typing import Any, Final, TypeVar
+
+    from jailhouse.config._record import Record
+
+    _T = TypeVar("_T", bound=Record)
+    _E = TypeVar("_E", bound=enum.Enum)
+    _V = TypeVar("_V")
 
 __all__ = [
     "CELL_DESC_SIZE",
@@ -86,6 +93,9 @@ SYSTEM_HEADER_SIZE: Final = (
     _SYSTEM_HEAD.size + _PLATFORM_PCI.size + _NUM_IOMMUS * _IOMMU.size + _ARM_PLATFORM.size
 )
 _ROOT_CELL_OFFSET: Final = SYSTEM_HEADER_SIZE
+_IOMMUS_SIZE: Final = _NUM_IOMMUS * _IOMMU.size
+_NO_IOMMUS: Final = bytes(_IOMMUS_SIZE)
+_DEBUG_CONSOLE_OFFSET: Final = _SYSTEM_HEAD.size - _CONSOLE.size
 _SIGNATURE_LEN: Final = 5
 
 # Offsets of the descriptor's count fields, for error messages.
@@ -103,23 +113,21 @@ _COUNT_OFFSETS: Final = {
 
 # -- fast construction -------------------------------------------------------------------
 #
-# A parse builds a dozen model objects per config.  The frozen dataclasses' own __init__
-# stores each field through object.__setattr__, which looks the name up again each time;
-# the builders below store through the slot descriptors instead (the same slots, the same
-# values, so equality, hashing and repr are the dataclasses' own).  The enum caches turn a
+# A parse builds a dozen model objects per config.  The records' own __init__ stores each
+# field through object.__setattr__, which looks the name up again each time; the builders
+# below store through the slot descriptors instead (the same slots, the same values, so
+# equality, hashing and repr are the records' own).  The enum caches turn a
 # raw field into its flag or enum member with one dict lookup instead of an Enum call.
 
-_T = TypeVar("_T")
-_E = TypeVar("_E", bound=enum.Enum)
 _MEMBER_CACHE_LIMIT: Final = 4096
 """Distinct raw values one enum cache keeps (a hostile file cannot grow it further)."""
 
 
 def _builder(cls: type[_T], order: str) -> Callable[..., _T]:
-    """Return a constructor of the slotted dataclass ``cls`` taking every field positionally.
+    """Return a constructor of the record class ``cls`` taking every field positionally.
 
     Args:
-        cls: The dataclass.
+        cls: The record class.
         order: Its field names, space-separated, in the order the constructor takes them
             (the order the binary layout gives them, not necessarily the dataclass's).
 
@@ -127,15 +135,16 @@ def _builder(cls: type[_T], order: str) -> Callable[..., _T]:
         TypeError: ``order`` does not name each field of ``cls`` exactly once.
     """
     names = order.split()
-    fields = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    fields = list(cls._fields)
     if sorted(names) != sorted(fields):
         raise TypeError(f"{cls.__name__} builder: fields {order!r} are not {' '.join(fields)}")
+    slots = dict(zip(fields, cls._slot_names, strict=True))
     lines = [f"def build({', '.join(names)}):", "    obj = new(cls)"]
     lines += [f"    set_{name}(obj, {name})" for name in names]
     lines.append("    return obj")
     namespace: dict[str, Any] = {"new": object.__new__, "cls": cls}
-    namespace.update({f"set_{name}": vars(cls)[name].__set__ for name in names})
-    # The source is made of the dataclass's own field names, as dataclasses does it.
+    namespace.update({f"set_{name}": vars(cls)[slots[name]].__set__ for name in names})
+    # The source is made of the record's own field names, as dataclasses does it.
     exec("\n".join(lines), namespace)  # noqa: S102
     build: Callable[..., _T] = namespace["build"]
     return build
@@ -157,7 +166,7 @@ def _lazy_builder(name: str, cls: type[_T], order: str) -> Callable[..., _T]:
     return first_call
 
 
-class _Members(dict[int, _E], Generic[_E]):
+class _Members(dict[int, "_E"]):
     """Raw field value -> enum member, computed by the enum on a miss and then kept."""
 
     __slots__ = ("_enum",)
@@ -275,21 +284,58 @@ def parse_system(data: bytes) -> SystemConfig:
         )
     arch = _check_header(data, SYSTEM_SIGNATURE, old=b"JHSYST", what="system")
     head = _SYSTEM_HEAD.unpack_from(data, 0)
-    offset = _SYSTEM_HEAD.size
-    mmconfig_base, end_bus, is_virtual, pci_domain = _PLATFORM_PCI.unpack_from(data, offset)
-    offset += _PLATFORM_PCI.size
-    slots = [_IOMMU.unpack_from(data, offset + i * _IOMMU.size) for i in range(_NUM_IOMMUS)]
-    used = len(slots)
-    while used and _iommu_is_empty(slots[used - 1]):
-        used -= 1
-    offset += _NUM_IOMMUS * _IOMMU.size
+    cache = _X86_PLATFORMS if arch == Arch.X86 else _ARM_PLATFORMS
+    platform, canonical = cache[data[_SYSTEM_HEAD.size : _ROOT_CELL_OFFSET]]
+    root_cell = _parse_cell_at(data, _ROOT_CELL_OFFSET, arch, prefix="root_cell.")[0]
+    system = _new_system(
+        arch,
+        _SYSTEM_FLAGS[head[3]],
+        _new_memory(head[4], head[5], head[6], _MEM_FLAGS[head[7]]),  # hypervisor_memory
+        _CONSOLES[data[_DEBUG_CONSOLE_OFFSET : _SYSTEM_HEAD.size]],
+        platform,
+        root_cell,
+        data[_ROOT_CELL_OFFSET : _ROOT_CELL_OFFSET + 8],  # root_header
+    )
+    _set_system_packed(system, data if canonical and root_cell._packed is not None else None)  # noqa: SLF001
+    return system
+
+
+def _x86_platform(raw: bytes) -> tuple[PlatformInfo, bool]:
+    return _parse_platform(raw, x86=True)
+
+
+def _arm_platform(raw: bytes) -> tuple[PlatformInfo, bool]:
+    return _parse_platform(raw, x86=False)
+
+
+def _parse_platform(data: bytes, *, x86: bool) -> tuple[PlatformInfo, bool]:
+    """Parse the platform info (PCI, IOMMUs, arch info); tell whether its bytes are canonical.
+
+    Canonical as for cells: the AMD member's padding and the arch info's are zero.
+    """
+    mmconfig_base, end_bus, is_virtual, pci_domain = _PLATFORM_PCI.unpack_from(data, 0)
+    offset = _PLATFORM_PCI.size
+    canonical = True
+    if data[offset : offset + _IOMMUS_SIZE] == _NO_IOMMUS:
+        slots, used = [], 0
+    else:
+        slots = [_IOMMU.unpack_from(data, offset + i * _IOMMU.size) for i in range(_NUM_IOMMUS)]
+        used = len(slots)
+        while used and _iommu_is_empty(slots[used - 1]):
+            used -= 1
+        canonical = all(
+            slot[0] == IommuType.PVU or slot[3][_AMD_FIELD_BYTES:] == _AMD_PAD for slot in slots
+        )
+    offset += _IOMMUS_SIZE
     arch_info: X86Platform | ArmPlatform
-    if arch == Arch.X86:
+    if x86:
+        canonical = canonical and not data[offset + 3] and not any(data[offset + 16 : offset + 44])
         pm_timer, apic_mode, vtd_limit, tsc_khz, apic_khz = _X86_PLATFORM.unpack_from(data, offset)
         arch_info = _new_x86_platform(
             pm_timer, _APIC_MODES[apic_mode], vtd_limit, tsc_khz, apic_khz
         )
     else:
+        canonical = canonical and not any(data[offset + 2 : offset + 4])
         arch_info = ArmPlatform(*_ARM_PLATFORM.unpack_from(data, offset))
     platform = _new_platform(
         mmconfig_base,
@@ -299,20 +345,12 @@ def parse_system(data: bytes) -> SystemConfig:
         tuple([_parse_iommu(slot) for slot in slots[:used]]),
         arch_info,
     )
-    return _new_system(
-        arch,
-        _SYSTEM_FLAGS[head[3]],
-        _new_memory(head[4], head[5], head[6], _MEM_FLAGS[head[7]]),  # hypervisor_memory
-        _console(head[8:15]),
-        platform,
-        _parse_cell_at(data, _ROOT_CELL_OFFSET, arch, prefix="root_cell.")[0],
-        data[_ROOT_CELL_OFFSET : _ROOT_CELL_OFFSET + 8],  # root_header
-    )
+    return platform, canonical
 
 
 def _check_header(data: bytes, signature: bytes, *, old: bytes, what: str) -> Arch:
     """Check signature, revision and architecture; return the architecture."""
-    (revision,) = struct.unpack_from("<H", data, 6)
+    revision = data[6] | data[7] << 8  # u16 little-endian
     # "JHSYST" starts with "JHSYS": an old six-byte signature is told apart by its revision
     # (with revision 14 the "T" is an architecture byte, which is what the driver sees).
     if data[:_SIGNATURE_LEN] != signature or (
@@ -363,28 +401,25 @@ def _parse_cell_at(
     end = s_streams + n_streams * _STREAM_ID_SIZE
     if end > len(data):
         _raise_overrun(data, base, f, prefix)
-    bits = int.from_bytes(data[s_mem - cpu_set_size : s_mem], "little")
-    cpus: set[int] = set()
-    while bits:
-        low = bits & -bits
-        cpus.add(low.bit_length() - 1)
-        bits ^= low
-    mem_flags = _MEM_FLAGS
+    # Canonical: the bytes that values do not keep (the name after its NUL, a cache entry's
+    # pad byte, the spare bits of a PCI device's MSI byte) are zero, so packing the values
+    # gives these bytes again and packing may return them as they are.
+    raw_name = f[3]
+    canonical = b"\0" not in raw_name.rstrip(b"\0")
+    if n_cache and canonical:
+        canonical = not any(data[s_cache + 9 : s_irq : _CACHE_SIZE])
+    pci_rows: list[tuple[Any, ...]] = []
+    if n_pci:
+        pci_rows = list(_PCI_DEVICE.iter_unpack(data[s_pci:s_caps]))
+        canonical = canonical and not any(row[13] & ~3 for row in pci_rows)
     cell = _new_cell(
-        _name(f[3]),
+        _name(raw_name),
         arch,
         f[4],  # id
         _CELL_FLAGS[f[5]],
         cpu_set_size,
-        frozenset(cpus),
-        tuple(
-            [
-                _new_memory(phys, virt, size, mem_flags[flags])
-                for phys, virt, size, flags in _MEMORY.iter_unpack(data[s_mem:s_cache])
-            ]
-        )
-        if n_mem
-        else (),
+        _CPU_SETS[data[s_mem - cpu_set_size : s_mem]],
+        PackedArray(data[s_mem:s_cache], n_mem, _decode_memory) if n_mem else (),
         tuple(
             [
                 _new_cache(start, size, _CACHE_TYPES[kind], _CACHE_FLAGS[flags])
@@ -393,34 +428,105 @@ def _parse_cell_at(
         )
         if n_cache
         else (),
-        tuple(
-            [
-                _new_irqchip(v[0], v[1], v[2], v[3:])  # address, id, pin_base, pin_bitmap
-                for v in _IRQCHIP.iter_unpack(data[s_irq:s_pio])
-            ]
-        )
-        if n_irq
-        else (),
-        tuple([_new_pio(*v) for v in _PIO.iter_unpack(data[s_pio:s_pci])]) if n_pio else (),
-        tuple([_pci_device(v) for v in _PCI_DEVICE.iter_unpack(data[s_pci:s_caps])])
-        if n_pci
-        else (),
-        tuple(
-            [
-                _new_pci_cap(cap_id, start, length, _PCI_CAP_FLAGS[flags])
-                for cap_id, start, length, flags in _PCI_CAP.iter_unpack(data[s_caps:s_streams])
-            ]
-        )
-        if n_caps
-        else (),
-        tuple([v for (v,) in _STREAM_ID.iter_unpack(data[s_streams:end])]) if n_streams else (),
+        PackedArray(data[s_irq:s_pio], n_irq, _decode_irqchips) if n_irq else (),
+        PackedArray(data[s_pio:s_pci], n_pio, _decode_pio) if n_pio else (),
+        tuple([_pci_device(v) for v in pci_rows]) if n_pci else (),
+        PackedArray(data[s_caps:s_streams], n_caps, _decode_pci_caps) if n_caps else (),
+        PackedArray(data[s_streams:end], n_streams, _decode_stream_ids) if n_streams else (),
         f[14],  # vpci_irq_base
         f[15],  # cpu_reset_address
         f[16],  # msg_reply_timeout
-        _console(f[17:24]),
+        _CONSOLES[data[base + _CONSOLE_OFFSET : base + CELL_DESC_SIZE]],
         data[end:],  # trailing
     )
+    _set_cell_packed(cell, data[base + 8 :] if canonical else None)
     return cell, end
+
+
+_set_cell_packed: Final = vars(CellConfig)["_packed"].__set__
+_set_system_packed: Final = vars(SystemConfig)["_packed"].__set__
+
+
+class _Decoded(dict[bytes, "_V"]):
+    """Raw bytes -> the immutable value they decode to, decoded on a miss and then kept.
+
+    Configs repeat the same CPU sets and consoles; the values are immutable, so parsed
+    configs may share them.
+    """
+
+    __slots__ = ("_decode",)
+
+    def __init__(self, decode: Callable[[bytes], _V]) -> None:
+        super().__init__()
+        self._decode = decode
+
+    def __missing__(self, raw: bytes) -> _V:
+        value = self._decode(raw)
+        if len(self) < _MEMBER_CACHE_LIMIT:
+            self[raw] = value
+        return value
+
+
+def _cpu_set(raw: bytes) -> frozenset[int]:
+    bits = int.from_bytes(raw, "little")
+    cpus: set[int] = set()
+    while bits:
+        low = bits & -bits
+        cpus.add(low.bit_length() - 1)
+        bits ^= low
+    return frozenset(cpus)
+
+
+def _raw_console(raw: bytes) -> Console:
+    return _console(_CONSOLE.unpack(raw))
+
+
+_CONSOLE_OFFSET: Final = CELL_DESC_SIZE - _CONSOLE.size
+_CPU_SETS: Final = _Decoded(_cpu_set)
+_CONSOLES: Final = _Decoded(_raw_console)
+_X86_PLATFORMS: Final = _Decoded(_x86_platform)
+_ARM_PLATFORMS: Final = _Decoded(_arm_platform)
+
+
+# The arrays whose bytes and values map one to one are decoded only when read (see
+# PackedArray); a config packed before they are read packs their bytes as they were.
+
+
+def _decode_memory(raw: bytes) -> tuple[MemoryRegion, ...]:
+    mem_flags = _MEM_FLAGS
+    return tuple(
+        [
+            _new_memory(phys, virt, size, mem_flags[flags])
+            for phys, virt, size, flags in _MEMORY.iter_unpack(raw)
+        ]
+    )
+
+
+def _decode_irqchips(raw: bytes) -> tuple[IrqChip, ...]:
+    return tuple(
+        [
+            _new_irqchip(v[0], v[1], v[2], v[3:])  # address, id, pin_base, pin_bitmap
+            for v in _IRQCHIP.iter_unpack(raw)
+        ]
+    )
+
+
+def _decode_pio(raw: bytes) -> tuple[PioRegion, ...]:
+    return tuple([_new_pio(*v) for v in _PIO.iter_unpack(raw)])
+
+
+def _decode_pci_caps(raw: bytes) -> tuple[PciCapability, ...]:
+    cap_flags = _PCI_CAP_FLAGS
+    return tuple(
+        [
+            _new_pci_cap(cap_id, start, length, cap_flags[flags])
+            for cap_id, start, length, flags in _PCI_CAP.iter_unpack(raw)
+        ]
+    )
+
+
+def _decode_stream_ids(raw: bytes) -> tuple[int, ...]:
+    return tuple([v for (v,) in _STREAM_ID.iter_unpack(raw)])
 
 
 _MEMORY_SIZE: Final = _MEMORY.size
@@ -496,6 +602,7 @@ def _iommu_is_empty(raw: tuple[int, int, int, bytes]) -> bool:
 
 
 _AMD_FIELD_BYTES: Final = _IOMMU_AMD.size - 4  # the last 4 bytes are padding, not a field
+_AMD_PAD: Final = bytes(4)
 
 
 def _parse_iommu(raw: tuple[Any, ...]) -> IommuUnit:
@@ -528,6 +635,9 @@ def pack_system(system: SystemConfig) -> bytes:
     Raises:
         ConfigError: A value does not fit its field; the error names the field path.
     """
+    packed = system._packed  # noqa: SLF001 - parsed from canonical bytes: those bytes
+    if packed is not None:
+        return packed
     try:
         return _pack_system_fast(system)
     except Exception:  # noqa: BLE001 - the named path below raises what is wrong, or packs
@@ -550,16 +660,21 @@ class _NeedsNames(Exception):  # noqa: N818 - a private signal, not an error any
 
 def _pack_cell_fast(cell: CellConfig, head: bytes) -> bytes:
     """Pack a cell descriptor after ``head`` and its arrays, naming no field on failure."""
+    packed = cell._packed  # noqa: SLF001 - parsed from canonical bytes: those bytes
+    if packed is not None:
+        return head + packed
     name = cell.name.encode("latin-1")
     if len(name) > _NAME_LEN:
         raise _NeedsNames
+    # The arrays as held: a tuple, or a parsed config's bytes not yet decoded.
     mems, caches, chips, pios = (
-        cell.mem_regions,
+        cell._mem_regions,  # noqa: SLF001 - the codec packs what the model holds
         cell.cache_regions,
-        cell.irqchips,
-        cell.pio_regions,
+        cell._irqchips,  # noqa: SLF001
+        cell._pio_regions,  # noqa: SLF001
     )
-    devices, caps, streams = cell.pci_devices, cell.pci_caps, cell.stream_ids
+    devices = cell.pci_devices
+    caps, streams = cell._pci_caps, cell._stream_ids  # noqa: SLF001
     con = cell.console
     parts = [
         head,
@@ -588,18 +703,25 @@ def _pack_cell_fast(cell: CellConfig, head: bytes) -> bytes:
         ),
         _pack_cpus(cell, ""),
     ]
-    if mems:
+    if isinstance(mems, PackedArray):
+        parts.append(mems.raw)
+    elif mems:
         pack = _MEMORY.pack
         parts += [pack(r.phys_start, r.virt_start, r.size, r.flags) for r in mems]
     if caches:
         pack = _CACHE.pack
         parts += [pack(c.start, c.size, c.type, c.flags) for c in caches]
-    for chip in chips:
-        bitmap = chip.pin_bitmap
-        if len(bitmap) != len(_ZERO_BITMAP):
-            raise _NeedsNames
-        parts.append(_IRQCHIP.pack(chip.address, chip.id, chip.pin_base, *bitmap))
-    if pios:
+    if isinstance(chips, PackedArray):
+        parts.append(chips.raw)
+    else:
+        for chip in chips:
+            bitmap = chip.pin_bitmap
+            if len(bitmap) != len(_ZERO_BITMAP):
+                raise _NeedsNames
+            parts.append(_IRQCHIP.pack(chip.address, chip.id, chip.pin_base, *bitmap))
+    if isinstance(pios, PackedArray):
+        parts.append(pios.raw)
+    elif pios:
         pack = _PIO.pack
         parts += [pack(p.base, p.length) for p in pios]
     for dev in devices:
@@ -626,10 +748,14 @@ def _pack_cell_fast(cell: CellConfig, head: bytes) -> bytes:
                 dev.shmem_protocol,
             )
         )
-    if caps:
+    if isinstance(caps, PackedArray):
+        parts.append(caps.raw)
+    elif caps:
         pack = _PCI_CAP.pack
         parts += [pack(c.id, c.start, c.len, c.flags) for c in caps]
-    if streams:
+    if isinstance(streams, PackedArray):
+        parts.append(streams.raw)
+    elif streams:
         pack = _STREAM_ID.pack
         parts += [pack(s) for s in streams]
     parts.append(cell.trailing)

@@ -9,7 +9,10 @@ builds no dataclass, so the status and device code that only needs :class:`Arch`
 from __future__ import annotations
 
 import enum
-from typing import Final, Self
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final, Self
 
 __all__ = [
     "CELL_SIGNATURE",

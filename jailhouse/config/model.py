@@ -1,7 +1,9 @@
 """Typed model of Jailhouse cell and system configs (config revision 14).
 
-Every struct of ``include/jailhouse/cell-config.h`` is a frozen dataclass here, every
-flag word an :class:`enum.IntFlag` and every type code an :class:`enum.IntEnum`.  Enum
+Every struct of ``include/jailhouse/cell-config.h`` is a frozen record here (a slotted
+class with keyword constructors, value equality, ``replace`` and the dataclass protocol:
+see :mod:`jailhouse.config._record`), every flag word an :class:`enum.IntFlag` and every
+type code an :class:`enum.IntEnum`.  Enum
 fields keep values this library does not know (as ``UNKNOWN_0x..`` members) so that a
 config the driver accepts always packs back to the same bytes; :func:`validate` reports
 them.  Sequences are tuples and CPU sets frozensets, so configs are hashable and compare
@@ -11,9 +13,7 @@ by value.  The flag words, type codes, constants and CPU-set helpers are defined
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Final
-
+from jailhouse.config._record import PackedArray, Record, decoded
 from jailhouse.config.flags import (
     CELL_SIGNATURE,
     CONFIG_REVISION,
@@ -41,8 +41,10 @@ from jailhouse.config.flags import (
     parse_cpus,
 )
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pathlib import Path
+    from typing import Final
 
     from jailhouse.config.validate import Finding
 
@@ -88,17 +90,46 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class Console:
+_set = object.__setattr__
+# Defaults of the flag fields (an IntFlag call in a signature would run at every import).
+_NO_CONSOLEFLAGS: Final = ConsoleFlag(0)
+_NO_MEMFLAGS: Final = MemFlag(0)
+_NO_CACHEFLAGS: Final = CacheFlag(0)
+_NO_PCICAPFLAGS: Final = PciCapFlag(0)
+_NO_CELLFLAGS: Final = CellFlag(0)
+_NO_SYSTEMFLAGS: Final = SystemFlag(0)
+
+
+class Console(Record):
     """A console device (``struct jailhouse_console``, 32 bytes)."""
 
-    address: int = 0
-    size: int = 0
-    type: ConsoleType = ConsoleType.NONE
-    flags: ConsoleFlag = ConsoleFlag(0)
-    divider: int = 0
-    gate_nr: int = 0
-    clock_reg: int = 0
+    __slots__ = ("address", "clock_reg", "divider", "flags", "gate_nr", "size", "type")
+    address: int
+    size: int
+    type: ConsoleType
+    flags: ConsoleFlag
+    divider: int
+    gate_nr: int
+    clock_reg: int
+
+    def __init__(  # noqa: PLR0917 - the C struct's fields, positional as before
+        self,
+        address: int = 0,
+        size: int = 0,
+        type: ConsoleType = ConsoleType.NONE,  # noqa: A002 - the C field's name
+        flags: ConsoleFlag = _NO_CONSOLEFLAGS,
+        divider: int = 0,
+        gate_nr: int = 0,
+        clock_reg: int = 0,
+    ) -> None:
+        """Make a console; every field has a default."""
+        _set(self, "address", address)
+        _set(self, "size", size)
+        _set(self, "type", type)
+        _set(self, "flags", flags)
+        _set(self, "divider", divider)
+        _set(self, "gate_nr", gate_nr)
+        _set(self, "clock_reg", clock_reg)
 
     def __str__(self) -> str:
         """Summarise the console as ``PL011 mmio@0x9000000+0x1000``."""
@@ -108,17 +139,27 @@ class Console:
         return f"{self.type.name} {access}@{self.address:#x}+{self.size:#x}"
 
 
+_NO_CONSOLE: Final = Console()
 _COMM_REGION_BIT: Final = int(MemFlag.COMM_REGION)
 
 
-@dataclass(frozen=True, slots=True)
-class MemoryRegion:
+class MemoryRegion(Record):
     """A memory region of a cell (``struct jailhouse_memory``, 32 bytes)."""
 
+    __slots__ = ("flags", "phys_start", "size", "virt_start")
     phys_start: int
     virt_start: int
     size: int
-    flags: MemFlag = MemFlag(0)
+    flags: MemFlag
+
+    def __init__(
+        self, phys_start: int, virt_start: int, size: int, flags: MemFlag = _NO_MEMFLAGS
+    ) -> None:
+        """Make a region."""
+        _set(self, "phys_start", phys_start)
+        _set(self, "virt_start", virt_start)
+        _set(self, "size", size)
+        _set(self, "flags", flags)
 
     @property
     def phys_end(self) -> int:
@@ -157,27 +198,53 @@ class MemoryRegion:
         return f"{self.phys_start:#x}-{end:#x} -> {self.virt_start:#x} ({flags})"
 
 
-@dataclass(frozen=True, slots=True)
-class CacheRegion:
+class CacheRegion(Record):
     """A cache partition (``struct jailhouse_cache``, 12 bytes)."""
 
+    __slots__ = ("flags", "size", "start", "type")
     start: int
     size: int
-    type: CacheType = CacheType.L3
-    flags: CacheFlag = CacheFlag(0)
+    type: CacheType
+    flags: CacheFlag
+
+    def __init__(
+        self,
+        start: int,
+        size: int,
+        type: CacheType = CacheType.L3,  # noqa: A002 - the C field's name
+        flags: CacheFlag = _NO_CACHEFLAGS,
+    ) -> None:
+        """Make a cache partition."""
+        _set(self, "start", start)
+        _set(self, "size", size)
+        _set(self, "type", type)
+        _set(self, "flags", flags)
 
 
-@dataclass(frozen=True, slots=True)
-class IrqChip:
+class IrqChip(Record):
     """Interrupt lines of one interrupt controller (``struct jailhouse_irqchip``, 32 bytes).
 
     ``pin_bitmap`` holds four 32-bit words: bit n of word w is pin ``pin_base + 32 * w + n``.
     """
 
+    __slots__ = ("address", "id", "pin_base", "pin_bitmap")
     address: int
-    id: int = 0
-    pin_base: int = 0
-    pin_bitmap: tuple[int, int, int, int] = (0, 0, 0, 0)
+    id: int
+    pin_base: int
+    pin_bitmap: tuple[int, int, int, int]
+
+    def __init__(
+        self,
+        address: int,
+        id: int = 0,  # noqa: A002 - the C field's name
+        pin_base: int = 0,
+        pin_bitmap: tuple[int, int, int, int] = (0, 0, 0, 0),
+    ) -> None:
+        """Make an interrupt chip entry."""
+        _set(self, "address", address)
+        _set(self, "id", id)
+        _set(self, "pin_base", pin_base)
+        _set(self, "pin_bitmap", pin_bitmap)
 
     @property
     def pins(self) -> frozenset[int]:
@@ -190,35 +257,97 @@ class IrqChip:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class PioRegion:
+class PioRegion(Record):
     """An x86 port I/O range the cell may access (``struct jailhouse_pio``, 4 bytes)."""
 
+    __slots__ = ("base", "length")
     base: int
     length: int
 
+    def __init__(self, base: int, length: int) -> None:
+        """Make a port range."""
+        _set(self, "base", base)
+        _set(self, "length", length)
 
-@dataclass(frozen=True, slots=True)
-class PciDevice:
+
+class PciDevice(Record):
     """A PCI device of a cell (``struct jailhouse_pci_device``, 56 bytes)."""
 
+    __slots__ = (
+        "bar_mask",
+        "bdf",
+        "caps_start",
+        "domain",
+        "iommu",
+        "msi_64bits",
+        "msi_maskable",
+        "msix_address",
+        "msix_region_size",
+        "num_caps",
+        "num_msi_vectors",
+        "num_msix_vectors",
+        "shmem_dev_id",
+        "shmem_peers",
+        "shmem_protocol",
+        "shmem_regions_start",
+        "type",
+    )
     type: PciType
     bdf: int
-    domain: int = 0
-    iommu: int = 0
-    bar_mask: tuple[int, int, int, int, int, int] = (0, 0, 0, 0, 0, 0)
-    caps_start: int = 0
-    num_caps: int = 0
-    num_msi_vectors: int = 0
-    msi_64bits: bool = False
-    msi_maskable: bool = False
-    num_msix_vectors: int = 0
-    msix_region_size: int = 0
-    msix_address: int = 0
-    shmem_regions_start: int = 0
-    shmem_dev_id: int = 0
-    shmem_peers: int = 0
-    shmem_protocol: int = 0
+    domain: int
+    iommu: int
+    bar_mask: tuple[int, int, int, int, int, int]
+    caps_start: int
+    num_caps: int
+    num_msi_vectors: int
+    msi_64bits: bool
+    msi_maskable: bool
+    num_msix_vectors: int
+    msix_region_size: int
+    msix_address: int
+    shmem_regions_start: int
+    shmem_dev_id: int
+    shmem_peers: int
+    shmem_protocol: int
+
+    def __init__(  # noqa: PLR0917 - the C struct's fields, positional as before
+        self,
+        type: PciType,  # noqa: A002 - the C field's name
+        bdf: int,
+        domain: int = 0,
+        iommu: int = 0,
+        bar_mask: tuple[int, int, int, int, int, int] = (0, 0, 0, 0, 0, 0),
+        caps_start: int = 0,
+        num_caps: int = 0,
+        num_msi_vectors: int = 0,
+        msi_64bits: bool = False,
+        msi_maskable: bool = False,
+        num_msix_vectors: int = 0,
+        msix_region_size: int = 0,
+        msix_address: int = 0,
+        shmem_regions_start: int = 0,
+        shmem_dev_id: int = 0,
+        shmem_peers: int = 0,
+        shmem_protocol: int = 0,
+    ) -> None:
+        """Make a PCI device entry."""
+        _set(self, "type", type)
+        _set(self, "bdf", bdf)
+        _set(self, "domain", domain)
+        _set(self, "iommu", iommu)
+        _set(self, "bar_mask", bar_mask)
+        _set(self, "caps_start", caps_start)
+        _set(self, "num_caps", num_caps)
+        _set(self, "num_msi_vectors", num_msi_vectors)
+        _set(self, "msi_64bits", msi_64bits)
+        _set(self, "msi_maskable", msi_maskable)
+        _set(self, "num_msix_vectors", num_msix_vectors)
+        _set(self, "msix_region_size", msix_region_size)
+        _set(self, "msix_address", msix_address)
+        _set(self, "shmem_regions_start", shmem_regions_start)
+        _set(self, "shmem_dev_id", shmem_dev_id)
+        _set(self, "shmem_peers", shmem_peers)
+        _set(self, "shmem_protocol", shmem_protocol)
 
     @property
     def bdf_text(self) -> str:
@@ -227,14 +356,27 @@ class PciDevice:
         return f"{self.domain:04x}:{bus:02x}:{dev:02x}.{fn:x}"
 
 
-@dataclass(frozen=True, slots=True)
-class PciCapability:
+class PciCapability(Record):
     """A PCI capability the cell may see (``struct jailhouse_pci_capability``, 8 bytes)."""
 
+    __slots__ = ("flags", "id", "len", "start")
     id: int
     start: int
     len: int
-    flags: PciCapFlag = PciCapFlag(0)
+    flags: PciCapFlag
+
+    def __init__(
+        self,
+        id: int,  # noqa: A002 - the C field's name
+        start: int,
+        len: int,  # noqa: A002 - the C field's name
+        flags: PciCapFlag = _NO_PCICAPFLAGS,
+    ) -> None:
+        """Make a capability entry."""
+        _set(self, "id", id)
+        _set(self, "start", start)
+        _set(self, "len", len)
+        _set(self, "flags", flags)
 
     @property
     def extended(self) -> bool:
@@ -242,8 +384,7 @@ class PciCapability:
         return bool(self.id & 0x8000)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CellConfig:
+class CellConfig(Record):
     """A cell config: the descriptor and its trailing arrays.
 
     For a root cell embedded in a :class:`SystemConfig`, ``arch`` is the system's and the
@@ -254,24 +395,143 @@ class CellConfig:
             so the file packs back to the same bytes, and :meth:`validate` reports them.
     """
 
+    # Five arrays live in private slots behind properties: a parsed config keeps them as
+    # their bytes (PackedArray) until they are read, and packs those bytes back unread.
+    __slots__ = (
+        "_irqchips",
+        "_mem_regions",
+        "_packed",
+        "_pci_caps",
+        "_pio_regions",
+        "_stream_ids",
+        "arch",
+        "cache_regions",
+        "console",
+        "cpu_reset_address",
+        "cpu_set_size",
+        "cpus",
+        "flags",
+        "id",
+        "msg_reply_timeout",
+        "name",
+        "pci_devices",
+        "trailing",
+        "vpci_irq_base",
+    )
     name: str
     arch: Arch
-    cpus: frozenset[int] = frozenset()
-    cpu_set_size: int = 8
-    flags: CellFlag = CellFlag(0)
-    mem_regions: tuple[MemoryRegion, ...] = ()
-    cache_regions: tuple[CacheRegion, ...] = ()
-    irqchips: tuple[IrqChip, ...] = ()
-    pio_regions: tuple[PioRegion, ...] = ()
-    pci_devices: tuple[PciDevice, ...] = ()
-    pci_caps: tuple[PciCapability, ...] = ()
-    stream_ids: tuple[int, ...] = ()
-    vpci_irq_base: int = 0
-    cpu_reset_address: int = 0
-    msg_reply_timeout: int = 0
-    console: Console = field(default_factory=Console)
-    id: int = 0
-    trailing: bytes = b""
+    cpus: frozenset[int]
+    cpu_set_size: int
+    flags: CellFlag
+    _mem_regions: tuple[MemoryRegion, ...] | PackedArray
+    cache_regions: tuple[CacheRegion, ...]
+    _irqchips: tuple[IrqChip, ...] | PackedArray
+    _pio_regions: tuple[PioRegion, ...] | PackedArray
+    pci_devices: tuple[PciDevice, ...]
+    _pci_caps: tuple[PciCapability, ...] | PackedArray
+    _stream_ids: tuple[int, ...] | PackedArray
+    _packed: bytes | None
+    """For a config parsed from canonical bytes, what packing it gives after the 8-byte
+    header (signature, arch, revision): the file's own bytes.  ``None`` otherwise."""
+    vpci_irq_base: int
+    cpu_reset_address: int
+    msg_reply_timeout: int
+    console: Console
+    id: int
+    trailing: bytes
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        arch: Arch,
+        cpus: frozenset[int] = frozenset(),
+        cpu_set_size: int = 8,
+        flags: CellFlag = _NO_CELLFLAGS,
+        mem_regions: tuple[MemoryRegion, ...] = (),
+        cache_regions: tuple[CacheRegion, ...] = (),
+        irqchips: tuple[IrqChip, ...] = (),
+        pio_regions: tuple[PioRegion, ...] = (),
+        pci_devices: tuple[PciDevice, ...] = (),
+        pci_caps: tuple[PciCapability, ...] = (),
+        stream_ids: tuple[int, ...] = (),
+        vpci_irq_base: int = 0,
+        cpu_reset_address: int = 0,
+        msg_reply_timeout: int = 0,
+        console: Console = _NO_CONSOLE,
+        id: int = 0,  # noqa: A002 - the C field's name
+        trailing: bytes = b"",
+    ) -> None:
+        """Make a cell config; only the name and the arch have no default."""
+        _set(self, "name", name)
+        _set(self, "arch", arch)
+        _set(self, "cpus", cpus)
+        _set(self, "cpu_set_size", cpu_set_size)
+        _set(self, "flags", flags)
+        _set(self, "_mem_regions", mem_regions)
+        _set(self, "cache_regions", cache_regions)
+        _set(self, "_irqchips", irqchips)
+        _set(self, "_pio_regions", pio_regions)
+        _set(self, "pci_devices", pci_devices)
+        _set(self, "_pci_caps", pci_caps)
+        _set(self, "_stream_ids", stream_ids)
+        _set(self, "vpci_irq_base", vpci_irq_base)
+        _set(self, "cpu_reset_address", cpu_reset_address)
+        _set(self, "msg_reply_timeout", msg_reply_timeout)
+        _set(self, "console", console)
+        _set(self, "id", id)
+        _set(self, "trailing", trailing)
+        _set(self, "_packed", None)
+
+    def __setstate__(self, state: tuple[object, ...]) -> None:
+        """Restore the fields after unpickling; the packed bytes are not kept."""
+        super().__setstate__(state)
+        _set(self, "_packed", None)
+
+    @property
+    def mem_regions(self) -> tuple[MemoryRegion, ...]:
+        """The memory regions (``struct jailhouse_memory``)."""
+        value = self._mem_regions
+        if isinstance(value, PackedArray):
+            unpacked: tuple[MemoryRegion, ...] = decoded(self, "_mem_regions", value)
+            return unpacked
+        return value
+
+    @property
+    def irqchips(self) -> tuple[IrqChip, ...]:
+        """The interrupt chips and their pins (``struct jailhouse_irqchip``)."""
+        value = self._irqchips
+        if isinstance(value, PackedArray):
+            unpacked: tuple[IrqChip, ...] = decoded(self, "_irqchips", value)
+            return unpacked
+        return value
+
+    @property
+    def pio_regions(self) -> tuple[PioRegion, ...]:
+        """The x86 port ranges (``struct jailhouse_pio``)."""
+        value = self._pio_regions
+        if isinstance(value, PackedArray):
+            unpacked: tuple[PioRegion, ...] = decoded(self, "_pio_regions", value)
+            return unpacked
+        return value
+
+    @property
+    def pci_caps(self) -> tuple[PciCapability, ...]:
+        """The PCI capabilities (``struct jailhouse_pci_capability``)."""
+        value = self._pci_caps
+        if isinstance(value, PackedArray):
+            unpacked: tuple[PciCapability, ...] = decoded(self, "_pci_caps", value)
+            return unpacked
+        return value
+
+    @property
+    def stream_ids(self) -> tuple[int, ...]:
+        """The IOMMU stream ids (u32 each)."""
+        value = self._stream_ids
+        if isinstance(value, PackedArray):
+            unpacked: tuple[int, ...] = decoded(self, "_stream_ids", value)
+            return unpacked
+        return value
 
     @property
     def size(self) -> int:
@@ -279,13 +539,13 @@ class CellConfig:
         return (
             132
             + self.cpu_set_size
-            + 32 * len(self.mem_regions)
+            + 32 * len(self._mem_regions)
             + 12 * len(self.cache_regions)
-            + 32 * len(self.irqchips)
-            + 4 * len(self.pio_regions)
+            + 32 * len(self._irqchips)
+            + 4 * len(self._pio_regions)
             + 56 * len(self.pci_devices)
-            + 8 * len(self.pci_caps)
-            + 4 * len(self.stream_ids)
+            + 8 * len(self._pci_caps)
+            + 4 * len(self._stream_ids)
         )
 
     @property
@@ -320,10 +580,6 @@ class CellConfig:
 
         return validate_cell(self)
 
-    def replace(self, **changes: object) -> CellConfig:
-        """Return a copy with some fields changed."""
-        return replace(self, **changes)  # type: ignore[arg-type]
-
     def __str__(self) -> str:
         """Summarise as ``cell 'name' (ARM64, CPUs 2-3, 4 regions)``."""
         return (
@@ -332,67 +588,172 @@ class CellConfig:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class IommuUnit:
+class IommuUnit(Record):
     """An IOMMU of the platform (``struct jailhouse_iommu``, 28 bytes).
 
     The ``amd_*`` fields are the AMD member of the union; the ``tipvu_*`` fields are the TI
     PVU member and are used when ``type`` is :attr:`IommuType.PVU`.
     """
 
+    __slots__ = (
+        "amd_base_cap",
+        "amd_bdf",
+        "amd_features",
+        "amd_msi_cap",
+        "base",
+        "size",
+        "tipvu_tlb_base",
+        "tipvu_tlb_size",
+        "type",
+    )
     type: IommuType
-    base: int = 0
-    size: int = 0
-    amd_bdf: int = 0
-    amd_base_cap: int = 0
-    amd_msi_cap: int = 0
-    amd_features: int = 0
-    tipvu_tlb_base: int = 0
-    tipvu_tlb_size: int = 0
+    base: int
+    size: int
+    amd_bdf: int
+    amd_base_cap: int
+    amd_msi_cap: int
+    amd_features: int
+    tipvu_tlb_base: int
+    tipvu_tlb_size: int
+
+    def __init__(  # noqa: PLR0917 - the C struct's fields, positional as before
+        self,
+        type: IommuType,  # noqa: A002 - the C field's name
+        base: int = 0,
+        size: int = 0,
+        amd_bdf: int = 0,
+        amd_base_cap: int = 0,
+        amd_msi_cap: int = 0,
+        amd_features: int = 0,
+        tipvu_tlb_base: int = 0,
+        tipvu_tlb_size: int = 0,
+    ) -> None:
+        """Make an IOMMU entry."""
+        _set(self, "type", type)
+        _set(self, "base", base)
+        _set(self, "size", size)
+        _set(self, "amd_bdf", amd_bdf)
+        _set(self, "amd_base_cap", amd_base_cap)
+        _set(self, "amd_msi_cap", amd_msi_cap)
+        _set(self, "amd_features", amd_features)
+        _set(self, "tipvu_tlb_base", tipvu_tlb_base)
+        _set(self, "tipvu_tlb_size", tipvu_tlb_size)
 
 
-@dataclass(frozen=True, slots=True)
-class X86Platform:
+class X86Platform(Record):
     """x86 member of the platform info's arch union."""
 
-    pm_timer_address: int = 0
-    apic_mode: ApicMode = ApicMode.AUTO
-    vtd_interrupt_limit: int = 0
-    tsc_khz: int = 0
-    apic_khz: int = 0
+    __slots__ = ("apic_khz", "apic_mode", "pm_timer_address", "tsc_khz", "vtd_interrupt_limit")
+    pm_timer_address: int
+    apic_mode: ApicMode
+    vtd_interrupt_limit: int
+    tsc_khz: int
+    apic_khz: int
+
+    def __init__(
+        self,
+        pm_timer_address: int = 0,
+        apic_mode: ApicMode = ApicMode.AUTO,
+        vtd_interrupt_limit: int = 0,
+        tsc_khz: int = 0,
+        apic_khz: int = 0,
+    ) -> None:
+        """Make the x86 platform info; every field has a default."""
+        _set(self, "pm_timer_address", pm_timer_address)
+        _set(self, "apic_mode", apic_mode)
+        _set(self, "vtd_interrupt_limit", vtd_interrupt_limit)
+        _set(self, "tsc_khz", tsc_khz)
+        _set(self, "apic_khz", apic_khz)
 
 
-@dataclass(frozen=True, slots=True)
-class ArmPlatform:
+class ArmPlatform(Record):
     """ARM and arm64 member of the platform info's arch union."""
 
-    maintenance_irq: int = 0
-    gic_version: int = 0
-    gicd_base: int = 0
-    gicc_base: int = 0
-    gich_base: int = 0
-    gicv_base: int = 0
-    gicr_base: int = 0
+    __slots__ = (
+        "gic_version",
+        "gicc_base",
+        "gicd_base",
+        "gich_base",
+        "gicr_base",
+        "gicv_base",
+        "maintenance_irq",
+    )
+    maintenance_irq: int
+    gic_version: int
+    gicd_base: int
+    gicc_base: int
+    gich_base: int
+    gicv_base: int
+    gicr_base: int
+
+    def __init__(  # noqa: PLR0917 - the C struct's fields, positional as before
+        self,
+        maintenance_irq: int = 0,
+        gic_version: int = 0,
+        gicd_base: int = 0,
+        gicc_base: int = 0,
+        gich_base: int = 0,
+        gicv_base: int = 0,
+        gicr_base: int = 0,
+    ) -> None:
+        """Make the ARM platform info; every field has a default."""
+        _set(self, "maintenance_irq", maintenance_irq)
+        _set(self, "gic_version", gic_version)
+        _set(self, "gicd_base", gicd_base)
+        _set(self, "gicc_base", gicc_base)
+        _set(self, "gich_base", gich_base)
+        _set(self, "gicv_base", gicv_base)
+        _set(self, "gicr_base", gicr_base)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PlatformInfo:
+_X86_PLATFORM_DEFAULT: Final = X86Platform()
+
+
+class PlatformInfo(Record):
     """Platform info of a system config.
 
     ``iommu_units`` holds up to 8 units; trailing empty slots are left out and packed as
     zeros.
     """
 
-    pci_mmconfig_base: int = 0
-    pci_mmconfig_end_bus: int = 0
-    pci_is_virtual: int = 0
-    pci_domain: int = 0
-    iommu_units: tuple[IommuUnit, ...] = ()
-    arch_info: X86Platform | ArmPlatform = field(default_factory=X86Platform)
+    __slots__ = (
+        "arch_info",
+        "iommu_units",
+        "pci_domain",
+        "pci_is_virtual",
+        "pci_mmconfig_base",
+        "pci_mmconfig_end_bus",
+    )
+    pci_mmconfig_base: int
+    pci_mmconfig_end_bus: int
+    pci_is_virtual: int
+    pci_domain: int
+    iommu_units: tuple[IommuUnit, ...]
+    arch_info: X86Platform | ArmPlatform
+
+    def __init__(
+        self,
+        *,
+        pci_mmconfig_base: int = 0,
+        pci_mmconfig_end_bus: int = 0,
+        pci_is_virtual: int = 0,
+        pci_domain: int = 0,
+        iommu_units: tuple[IommuUnit, ...] = (),
+        arch_info: X86Platform | ArmPlatform = _X86_PLATFORM_DEFAULT,
+    ) -> None:
+        """Make the platform info; every field has a default."""
+        _set(self, "pci_mmconfig_base", pci_mmconfig_base)
+        _set(self, "pci_mmconfig_end_bus", pci_mmconfig_end_bus)
+        _set(self, "pci_is_virtual", pci_is_virtual)
+        _set(self, "pci_domain", pci_domain)
+        _set(self, "iommu_units", iommu_units)
+        _set(self, "arch_info", arch_info)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SystemConfig:
+_PLATFORM_DEFAULT: Final = PlatformInfo()
+
+
+class SystemConfig(Record):
     """A system config: what ``jailhouse enable`` takes, with the root cell embedded.
 
     Attributes:
@@ -400,13 +761,51 @@ class SystemConfig:
             (8 bytes).  Upstream leaves them zero and nothing checks them.
     """
 
+    __slots__ = (
+        "_packed",
+        "arch",
+        "debug_console",
+        "flags",
+        "hypervisor_memory",
+        "platform",
+        "root_cell",
+        "root_header",
+    )
     arch: Arch
     hypervisor_memory: MemoryRegion
     root_cell: CellConfig
-    flags: SystemFlag = SystemFlag(0)
-    debug_console: Console = field(default_factory=Console)
-    platform: PlatformInfo = field(default_factory=PlatformInfo)
-    root_header: bytes = bytes(8)
+    flags: SystemFlag
+    debug_console: Console
+    platform: PlatformInfo
+    root_header: bytes
+    _packed: bytes | None
+    """For a config parsed from canonical bytes, the file's bytes; ``None`` otherwise."""
+
+    def __init__(
+        self,
+        *,
+        arch: Arch,
+        hypervisor_memory: MemoryRegion,
+        root_cell: CellConfig,
+        flags: SystemFlag = _NO_SYSTEMFLAGS,
+        debug_console: Console = _NO_CONSOLE,
+        platform: PlatformInfo = _PLATFORM_DEFAULT,
+        root_header: bytes = bytes(8),
+    ) -> None:
+        """Make a system config; the arch, hypervisor memory and root cell have no default."""
+        _set(self, "arch", arch)
+        _set(self, "hypervisor_memory", hypervisor_memory)
+        _set(self, "root_cell", root_cell)
+        _set(self, "flags", flags)
+        _set(self, "debug_console", debug_console)
+        _set(self, "platform", platform)
+        _set(self, "root_header", root_header)
+        _set(self, "_packed", None)
+
+    def __setstate__(self, state: tuple[object, ...]) -> None:
+        """Restore the fields after unpickling; the packed bytes are not kept."""
+        super().__setstate__(state)
+        _set(self, "_packed", None)
 
     @property
     def size(self) -> int:
@@ -439,10 +838,6 @@ class SystemConfig:
         from jailhouse.config.validate import validate_system  # noqa: PLC0415
 
         return validate_system(self)
-
-    def replace(self, **changes: object) -> SystemConfig:
-        """Return a copy with some fields changed."""
-        return replace(self, **changes)  # type: ignore[arg-type]
 
     def __str__(self) -> str:
         """Summarise as ``system 'name' (ARM64, CPUs 0-3, hypervisor at 0x...)``."""
@@ -481,4 +876,4 @@ _BYTES_LIKE: Final = (bytes, bytearray, memoryview)
 
 # The codec builds the classes above, so it is imported after them; the methods that pack
 # and parse look it up when called.  (The package imports the codec first anyway.)
-from jailhouse.config import codec as _codec  # noqa: E402
+import jailhouse.config.codec as _codec  # noqa: E402 - not `from jailhouse.config import`: no hook

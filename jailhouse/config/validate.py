@@ -22,9 +22,8 @@ probably not what was meant.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
 
+from jailhouse.config._record import Record
 from jailhouse.config.model import (
     NAME_MAXLEN,
     PAGE_SIZE,
@@ -42,8 +41,10 @@ from jailhouse.config.model import (
     format_cpus,
 )
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
+    from typing import Final
 
     from jailhouse.config.model import CellConfig, MemoryRegion, SystemConfig
 
@@ -59,8 +60,7 @@ class Severity(enum.Enum):
     """Accepted, but probably not what was meant (such as bytes after the arrays)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
+class Finding(Record):
     """One problem in a config.
 
     Attributes:
@@ -71,11 +71,28 @@ class Finding:
         cell: Name of the cell the field belongs to, where a check spans several configs.
     """
 
+    __slots__ = ("cell", "field", "reason", "severity", "value")
     field: str
     value: object
     reason: str
-    severity: Severity = Severity.ERROR
-    cell: str | None = None
+    severity: Severity
+    cell: str | None
+
+    def __init__(
+        self,
+        field: str,
+        value: object,
+        reason: str,
+        severity: Severity = Severity.ERROR,
+        cell: str | None = None,
+    ) -> None:
+        """Record a finding."""
+        _set = object.__setattr__
+        _set(self, "field", field)
+        _set(self, "value", value)
+        _set(self, "reason", reason)
+        _set(self, "severity", severity)
+        _set(self, "cell", cell)
 
     def __str__(self) -> str:
         """Render as ``error: cell 'x': mem_regions[3].size = 0x1001: reason``."""
@@ -114,13 +131,17 @@ _ENTRY_SIZES: Final = (
 )
 
 
-@dataclass(slots=True)
 class _Report:
     """Collects findings under one field prefix and cell name."""
 
-    findings: list[Finding] = field(default_factory=list)
-    prefix: str = ""
-    cell: str | None = None
+    __slots__ = ("cell", "findings", "prefix")
+
+    def __init__(
+        self, findings: list[Finding] | None = None, prefix: str = "", cell: str | None = None
+    ) -> None:
+        self.findings: list[Finding] = [] if findings is None else findings
+        self.prefix = prefix
+        self.cell = cell
 
     def error(self, path: str, value: object, reason: str) -> None:
         self.findings.append(Finding(self.prefix + path, value, reason, Severity.ERROR, self.cell))
@@ -214,17 +235,29 @@ def check_configs(system: SystemConfig, *cells: CellConfig) -> list[Finding]:
     return report.findings
 
 
-@dataclass(frozen=True, slots=True)
 class _SystemMemo:
-    """What :func:`check_configs` derives from a system alone."""
+    """What :func:`check_configs` derives from a system alone.
 
-    system: SystemConfig
-    findings: tuple[Finding, ...]
-    """The system's own findings (root-cell fields prefixed ``root_cell.``)."""
-    resources: tuple[_Resource, ...]
-    """What no cell may map (:func:`_system_resources`)."""
-    root_spans: tuple[tuple[int, int], ...]
-    """The root cell's non-empty regions as sorted ``(phys_start, phys_end)``."""
+    Attributes:
+        system: The system.
+        findings: The system's own findings (root-cell fields prefixed ``root_cell.``).
+        resources: What no cell may map (:func:`_system_resources`).
+        root_spans: The root cell's non-empty regions as sorted ``(phys_start, phys_end)``.
+    """
+
+    __slots__ = ("findings", "resources", "root_spans", "system")
+
+    def __init__(
+        self,
+        system: SystemConfig,
+        findings: tuple[Finding, ...],
+        resources: tuple[_Resource, ...],
+        root_spans: tuple[tuple[int, int], ...],
+    ) -> None:
+        self.system = system
+        self.findings = findings
+        self.resources = resources
+        self.root_spans = root_spans
 
 
 _MEMO_SIZE: Final = 4
@@ -762,11 +795,13 @@ def _report_trailing(trailing: bytes, offset: int, report: _Report) -> None:
 # -- one cell against the system ----------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
 class _Resource:
-    name: str
-    start: int
-    size: int
+    __slots__ = ("name", "size", "start")
+
+    def __init__(self, name: str, start: int, size: int) -> None:
+        self.name = name
+        self.start = start
+        self.size = size
 
 
 def _system_resources(system: SystemConfig) -> list[_Resource]:
