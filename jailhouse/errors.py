@@ -118,14 +118,8 @@ class ConfigTooLargeError(DeviceError):
     """The cell config needs more than the hypervisor's 16 temporary pages (E2BIG)."""
 
 
-class ConfigError(JailhouseError, ValueError):
-    """A config value is wrong.
-
-    Attributes:
-        field: Path of the field, such as ``mem_regions[2].size``.
-        value: The offending value.
-        reason: Why it is wrong.
-    """
+class _FieldError(JailhouseError, ValueError):
+    """A value of a named field is wrong: the shared shape of ConfigError and BootError."""
 
     def __init__(self, field: str, value: object, reason: str) -> None:
         """Record the field, its value and the reason."""
@@ -137,6 +131,16 @@ class ConfigError(JailhouseError, ValueError):
     def __str__(self) -> str:
         """Name the field and the value, then the reason."""
         return f"{self.field} = {_show(self.value)}: {_show_reason(self.reason)}"
+
+
+class ConfigError(_FieldError):
+    """A config value is wrong.
+
+    Attributes:
+        field: Path of the field, such as ``mem_regions[2].size``.
+        value: The offending value.
+        reason: Why it is wrong.
+    """
 
 
 class InvalidConfigError(ConfigError):
@@ -181,7 +185,7 @@ class TranslationError(JailhouseError, ValueError):
         return f"{element} = {_show(self.value)}: {reason}"
 
 
-class BootError(JailhouseError, ValueError):
+class BootError(_FieldError):
     """A Linux boot that cannot work: a bad kernel, initrd, command line or device tree.
 
     Raised before the device is touched, so nothing is left to roll back.
@@ -191,17 +195,6 @@ class BootError(JailhouseError, ValueError):
         value: The offending value.
         reason: Why it cannot boot, and what would.
     """
-
-    def __init__(self, field: str, value: object, reason: str) -> None:
-        """Record the field, its value and the reason."""
-        self.field = field
-        self.value = value
-        self.reason = reason
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        """Name the field and the value, then the reason."""
-        return f"{self.field} = {_show(self.value)}: {_show_reason(self.reason)}"
 
 
 class StatusParseError(JailhouseError, ValueError):

@@ -118,6 +118,22 @@ def availability(uri: str, device: Path = DEVICE) -> tuple[bool, str]:
     return True, ""
 
 
+def virtual(
+    virtualname: str, opts: Mapping[str, Any] | None, pillar: Mapping[str, Any] | None
+) -> str | tuple[bool, str]:
+    """Answer a module's ``__virtual__``: its name, or ``(False, reason)`` when it cannot work.
+
+    The connection is read as :func:`connection_uri` reads it, then checked by
+    :func:`availability`.
+    """
+    try:
+        uri = connection_uri(opts, pillar)
+    except ValueError as exc:
+        return False, str(exc)
+    ok, reason = availability(uri)
+    return virtualname if ok else (False, f"jailhouse: {reason}")
+
+
 # -- units ----------------------------------------------------------------------------------
 
 

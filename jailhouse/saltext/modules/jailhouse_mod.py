@@ -40,12 +40,7 @@ __pillar__: dict[str, Any] = {}
 
 def __virtual__() -> str | tuple[bool, str]:
     """Load when python-jailhouse can work: a ``sim:///`` connection, or ``/dev/jailhouse``."""
-    try:
-        uri = _uri(None)
-    except ValueError as exc:
-        return False, str(exc)
-    ok, reason = _common.availability(uri)
-    return __virtualname__ if ok else (False, f"jailhouse: {reason}")
+    return _common.virtual(__virtualname__, __opts__, __pillar__)
 
 
 # -- plumbing ---------------------------------------------------------------------------------
