@@ -386,3 +386,50 @@ def test_numatune_keeps_cpus_on_the_node_or_fails(board: Board) -> None:
     cpus = minion.call("jailhouse.info", "worker").data["cpus"]
     assert cpus
     assert set(cpus) <= parse_cpus(node0.read_text(encoding="ascii").strip())
+
+
+AUTOSTART = """
+worker:
+  jailhouse.defined:
+    - cpu: 1
+    - mem: 16m
+    - autostart: {autostart}
+"""
+
+
+def test_autostart_marks_the_domain_and_enabled_starts_it(board: Board) -> None:
+    """autostart=True is predicted, set once, honoured by jailhouse.enabled, then turned off."""
+    board.enable()
+    minion = board.minion
+    minion.sls("auto", AUTOSTART.format(autostart=True))
+    predicted = minion.apply("auto", "test=True").data[0]
+    assert predicted["result"] is None
+    assert predicted["changes"]["autostart"] == {"old": False, "new": True}
+    assert board.defined() == []
+    done = minion.apply("auto").data[0]
+    assert done["result"] is True, done
+    assert done["changes"]["autostart"] == {"old": False, "new": True}
+    assert minion.call("jailhouse.get_autostart", "worker").data is True
+    assert minion.call("jailhouse.info", "worker").data["autostart"] == 1
+    again = minion.apply("auto").data[0]
+    assert (again["result"], again["changes"]) == (True, {})
+    assert board.cells() == {}
+
+    # A defined (not running) autostart domain starts when the state enables the board.
+    with jailhouse.open(board.uri) as hv:
+        hv.disable()
+    minion.sls("hv", f"hypervisor:\n  jailhouse.enabled:\n    - system: {board.system}\n")
+    enabled = minion.apply("hv").data[0]
+    assert enabled["result"] is True, enabled
+    assert enabled["changes"]["autostarted"] == ["worker"]
+    assert list(board.cells()) == ["worker"]
+
+    minion.sls("auto", AUTOSTART.format(autostart=False))
+    off = minion.apply("auto").data[0]
+    assert off["changes"]["autostart"] == {"old": True, "new": False}
+    assert minion.call("jailhouse.get_autostart", "worker").data is False
+    assert minion.call("jailhouse.set_autostart", "worker", "on").data is True
+    assert minion.call("jailhouse.get_autostart", "worker").data is True
+    bad = minion.call("jailhouse.set_autostart", "worker", "maybe")
+    assert bad.returncode != 0
+    assert "state = 'maybe'" in bad.stdout + bad.stderr

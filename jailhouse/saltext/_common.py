@@ -405,6 +405,6 @@ def domain_info(dom: virDomain) -> dict[str, Any]:
         "maxMem": view.memory_kib(),
         "images": images,
         "kernel": None if definition is None else definition.boot.kernel,
-        "autostart": 0,
+        "autostart": int(dom.autostart()),
         "statistics": {} if view.cell is None else dict(view.cell.statistics),
     }

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from jailhouse.config.model import CellConfig
     from jailhouse.virt import virConnect
 
-__all__ = ["absent", "domain", "enabled", "ret", "stopped"]
+__all__ = ["absent", "autostart", "domain", "enabled", "ret", "stopped"]
 
 
 def ret(
@@ -105,6 +105,39 @@ def domain(
     return ret(name, result=True, comment=f"{name}: {done}{note}", changes=changes)
 
 
+def autostart(
+    conn: virConnect, done: dict[str, Any], wanted: bool, *, test: bool
+) -> dict[str, Any]:
+    """Bring a domain state's autostart flag to ``wanted``, adding to its return ``done``.
+
+    A failed state is returned as it is.  With ``test``, a domain that is not defined
+    yet counts as not marked, so ``autostart=True`` is predicted as a change.
+    """
+    import jailhouse.virt as libvirt  # noqa: PLC0415
+
+    if done["result"] is False:
+        return done
+    name = done["name"]
+    try:
+        dom = conn.lookupByName(name)
+        current = bool(dom.autostart())
+    except libvirt.libvirtError as exc:
+        if not (test and exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN):
+            raise
+        dom, current = None, False
+    if current == wanted:
+        return done
+    word = "on" if wanted else "off"
+    done["changes"]["autostart"] = {"old": current, "new": wanted}
+    if test or dom is None:
+        done["result"] = None
+        done["comment"] += f"; autostart would be turned {word}"
+        return done
+    dom.setAutostart(int(wanted))
+    done["comment"] += f"; autostart turned {word}"
+    return done
+
+
 def stopped(conn: virConnect, name: str, *, test: bool) -> dict[str, Any]:
     """Make a defined domain have no cell (its CPUs and memory back with the root cell)."""
     dom = conn.lookupByName(name)
@@ -187,8 +220,11 @@ def enabled(conn: virConnect, name: str, system: Path, *, test: bool) -> dict[st
             changes=changes,
         )
     if "enabled" in changes:
-        hv.enable(config)
-    conn.setSystemConfig(config)
+        started = conn.enableHypervisor(config)
+        if started:
+            changes["autostarted"] = sorted(dom.name() for dom in started)
+    else:
+        conn.setSystemConfig(config)
     return ret(
         name, result=True, comment=f"the hypervisor is enabled with {system}", changes=changes
     )

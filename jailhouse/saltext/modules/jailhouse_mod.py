@@ -286,6 +286,29 @@ def reboot(name: str, connection: str | None = None) -> bool:
 # -- the hypervisor ---------------------------------------------------------------------------
 
 
+def set_autostart(name: str, state: str | bool = "on", connection: str | None = None) -> bool:
+    """Mark (``on``) or unmark (``off``) a domain to start when ``enable`` enables the board.
+
+    Salt's command line reads ``on``/``off`` as YAML booleans: both forms are taken.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' jailhouse.set_autostart worker off
+    """
+    wanted = {"on": True, "off": False, True: True, False: False}.get(state)
+    if wanted is None:
+        raise CommandExecutionError(f"state = {state!r}: give 'on' or 'off'")
+    return _act(name, connection, lambda dom: dom.setAutostart(int(wanted)))
+
+
+def get_autostart(name: str, connection: str | None = None) -> bool:
+    """Return whether a domain is marked to start when ``enable`` enables the board."""
+    with _connect(connection) as conn:
+        return bool(_domain(conn, name).autostart())
+
+
 def status(connection: str | None = None) -> dict[str, Any]:
     """Return whether the hypervisor is enabled, its pools and its cells."""
     with _connect(connection) as conn:
@@ -307,7 +330,10 @@ def status(connection: str | None = None) -> dict[str, Any]:
 
 
 def enable(system: str, connection: str | None = None) -> bool:
-    """Enable the hypervisor with a system config file and record it for placing domains."""
+    """Enable the hypervisor with a system config file and record it for placing domains.
+
+    The domains marked with :func:`set_autostart` are started then.
+    """
     from jailhouse.config.model import SystemConfig, load_config  # noqa: PLC0415
 
     with _connect(connection) as conn:
@@ -316,8 +342,7 @@ def enable(system: str, connection: str | None = None) -> bool:
             raise CommandExecutionError(
                 f"{system}: is the cell config {config.name!r}, not a system config"
             )
-        conn.driver.hv.enable(config)
-        conn.setSystemConfig(config)
+        conn.enableHypervisor(config)
     return True
 
 

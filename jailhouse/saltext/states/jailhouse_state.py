@@ -23,6 +23,9 @@ and reports no changes on a second run.  A domain is described by the tuning arg
 or by a whole domain XML (``xml``, or ``source``: a file or ``salt://`` URL).  Changing a
 running domain updates its definition; its cell keeps running the old one until
 ``restart=True`` re-creates it (the comment says when that is needed).
+
+``autostart`` (default ``False``, as in ``virt.defined``) marks the definition to start
+when ``jailhouse.enabled`` enables the hypervisor, e.g. in the board's boot-time state.
 """
 
 from __future__ import annotations
@@ -111,14 +114,6 @@ def _domain_state(
 ) -> dict[str, Any]:
     from jailhouse.apply import DesiredState  # noqa: PLC0415
 
-    if autostart:
-        return _states.ret(
-            name,
-            result=False,
-            comment="autostart=True: python-jailhouse starts no domain when the board boots; "
-            "run jailhouse.running in a startup state instead",
-        )
-
     numatune = args.get("numatune")
 
     def body(conn: virConnect) -> dict[str, Any]:
@@ -132,9 +127,10 @@ def _domain_state(
             def check(config: CellConfig) -> None:
                 _numa.check_memory(root, config, numatune)
 
-        return _states.domain(
+        done = _states.domain(
             conn, name, xml, state=DesiredState(state), restart=restart, test=_test(), check=check
         )
+        return _states.autostart(conn, done, bool(autostart), test=_test())
 
     return _run(name, connection, body)
 
