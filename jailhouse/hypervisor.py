@@ -451,7 +451,9 @@ class Hypervisor:
             initrd: The initial ramdisk, if any.
             cmdline: The kernel command line, if any.
             dtb: arm64: the device tree; by default one is generated from the configs.
-            system: The system config, used for the generated device tree.
+            system: The system config, used for the generated device tree.  By default
+                the one the hypervisor runs with where the device can tell it (a
+                simulated host can; the kernel driver cannot, so on a board pass it).
 
         Returns:
             The load plan.
@@ -477,8 +479,17 @@ class Hypervisor:
             initrd=None if initrd is None else _source_bytes(initrd),
             cmdline=cmdline,
             dtb=None if dtb is None else _source_bytes(dtb),
-            system=None if system is None else _system_and_blob(system)[0],
+            system=self._system_for_boot(system),
         )
+
+    def _system_for_boot(
+        self, system: SystemConfig | bytes | str | os.PathLike[str] | None
+    ) -> SystemConfig | None:
+        """The system config given, else the running one if the device offers it."""
+        if system is None:
+            running = getattr(self.device, "enabled_system_config", None)
+            system = running() if callable(running) else None
+        return None if system is None else _system_and_blob(system)[0]
 
     def boot_linux(
         self,

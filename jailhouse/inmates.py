@@ -10,9 +10,12 @@ are checked against the GNU assembler by ``tests/test_selftest.py`` when one is 
 How a Jailhouse non-root CPU enters an inmate (ABI fact sheet and the research notes
 on inmate conventions, both taken from the hypervisor's vCPU reset code):
 
-- x86: the cell's first CPU starts in **real mode** (CR0.PE = 0, paging off), with
-  ``CS.base = cpu_reset_address & ~0xffff`` and ``IP = cpu_reset_address & 0xffff``; the
-  other CPUs of the cell wait for a startup IPI.  Upstream x86 cells use
+- x86: every CPU of the cell starts in **real mode** (CR0.PE = 0, paging off, caches
+  disabled: CR0.CD and NW set), with ``CS.base = cpu_reset_address & ~0xffff`` and
+  ``IP = cpu_reset_address & 0xffff``.  A cell start or reset gives all of them that
+  address (the hypervisor's x86 reset uses a pseudo startup vector for each CPU, not a
+  wait for a startup IPI), so an inmate for more than one CPU must tell the CPUs apart
+  itself, by APIC id; the park loop here is safe on any number.  Upstream x86 cells use
   ``cpu_reset_address = 0``, so the inmate's first byte sits at guest address 0.
 - arm64: the first CPU starts at ``cpu_reset_address`` in AArch64 EL1 with the MMU off and
   every interrupt masked (DAIF set); the others stay off until a PSCI ``CPU_ON``.

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 from kernels import arm64_image, bzimage
 
+import jailhouse
 from jailhouse.cli import main
 from jailhouse.config.model import Arch
 from jailhouse.examples import example_files
@@ -322,3 +323,28 @@ def test_cell_linux_through_the_fuse_device(
         assert snap.cell("x86-linux").state == CellState.RUNNING
         assert snap.root_cpus == frozenset({0, 3})
         assert main(["-c", fuse.uri, "disable"]) == 0
+
+
+def test_simulated_host_supplies_its_system_config(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Without --system, booting on a simulated host uses the config it was enabled with."""
+    board = make_board(tmp_path, "arm64")
+    linux = board.path("arm64-linux.cell")
+    assert main(["-c", board.uri, "enable", board.path("arm64-root.cell")]) == 0
+    assert board.sim.system_config() == (board.dir / "arm64-root.cell").read_bytes()
+    capsys.readouterr()
+    run = jhctl(capsys, "-c", board.uri, "--json", *_linux_args(board))
+    assert run.code == 0, run.err
+    dtb = next(i for i in json.loads(run.out)["plan"]["images"] if i["what"] == "dtb")
+    with jailhouse.open(board.uri) as hv:
+        plan = hv.plan_linux(linux, board.path("kernel"))
+        tree = parse(plan.entry("dtb").data)
+        assert any("interrupt-controller" in path for path, _node in tree.root.walk())
+    assert main(["-c", board.uri, "cell", "destroy", "arm64-linux"]) == 0
+    assert main(["-c", board.uri, "disable"]) == 0
+    assert board.sim.system_config() is None
+    with jailhouse.open(board.uri) as hv:
+        bare = parse(hv.plan_linux(linux, board.path("kernel")).entry("dtb").data)
+    assert not any("interrupt-controller" in path for path, _node in bare.root.walk())
+    assert dtb["size"] > 0

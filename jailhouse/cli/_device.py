@@ -236,7 +236,9 @@ def _register_linux(cell: Verbs) -> None:
     p.add_argument(
         "--system",
         metavar="SYSTEM.cell",
-        help="the system config, for the generated device tree (GIC, UART)",
+        help="the system config, for the generated device tree (GIC, UART); when booting "
+        "on a simulated host, the one it was enabled with is the default (a board's driver "
+        "keeps no readable copy, and --dry-run/-w touch no device: give it there)",
     )
     p.add_argument(
         "--dry-run",

@@ -55,6 +55,17 @@ class FakeDevice:
         self._interrupt = threading.Event()
         self._closed = False
 
+    def enabled_system_config(self) -> bytes | None:
+        """Return the bytes of the system config the hypervisor was enabled with.
+
+        Not a driver interface (``/dev/jailhouse`` keeps no readable copy): the simulator
+        offers it so that :meth:`jailhouse.Hypervisor.plan_linux` can generate a
+        complete device tree on a simulated host without ``system=``.  ``None`` while
+        the hypervisor is disabled.
+        """
+        self._check_open()
+        return self.host.system_config()
+
     @property
     def closed(self) -> bool:
         """Whether :meth:`close` was called."""

@@ -753,6 +753,11 @@ class SimHost:
             console_total=state.ring.tail,
         )
 
+    def system_config(self) -> bytes | None:
+        """Return the bytes of the system config the hypervisor runs with (``None``: disabled)."""
+        with self._locked():
+            return self._read_state().system_config
+
     def device(self) -> FakeDevice:
         """Open a file of the host's simulated ``/dev/jailhouse``; the caller closes it."""
         from jailhouse.sim._device import FakeDevice  # noqa: PLC0415 - it imports this module
@@ -904,6 +909,7 @@ class SimHost:
         state.cpu_stats = {cpu: [0] * width for cpu in root_set}
         state.offlined = set()
         state.enabled = True
+        state.system_config = bytes(blob)
         ring.write(
             f'Root cell "{_show(state.root.name)}" runs on CPUs {format_cpus(root_set)}\n'
             f"Hypervisor enabled\n".encode()
@@ -933,6 +939,7 @@ class SimHost:
         state.cells = []
         state.cpu_stats = {}
         state.enabled = False
+        state.system_config = None
 
     def _op_create(self, txn: _Txn, config_size: int, mem: Callable[[int, int], bytes]) -> None:
         state, info = txn.state, txn.info

@@ -299,6 +299,10 @@ class State:
         remap_pool_base: Pages of it in use.
         scripts: Inmate scripts by cell name.
         faults: Pending injected failures.
+        system_config: The bytes of the system config the running hypervisor was
+            enabled with, ``None`` while disabled.  The driver keeps no such copy
+            that user space can read; the simulator keeps it so that tools on a
+            simulated host can generate device trees without being given the file.
     """
 
     enabled: bool = False
@@ -318,6 +322,7 @@ class State:
     remap_pool_base: int = 0
     scripts: dict[bytes, Script] = field(default_factory=dict)
     faults: list[Fault] = field(default_factory=list)
+    system_config: bytes | None = None
 
     @property
     def root(self) -> CellRecord:
@@ -350,6 +355,7 @@ class State:
             "remap_pool_base": self.remap_pool_base,
             "scripts": {_text(k): v.to_json() for k, v in sorted(self.scripts.items())},
             "faults": [f.to_json() for f in self.faults],
+            "system_config": None if self.system_config is None else self.system_config.hex(),
         }
         return json.dumps(data, indent=1) + "\n"
 
@@ -384,4 +390,7 @@ class State:
             remap_pool_base=int(data["remap_pool_base"]),
             scripts={_bytes(k): Script.from_json(v) for k, v in data["scripts"].items()},
             faults=[Fault.from_json(f) for f in data["faults"]],
+            system_config=(
+                None if data.get("system_config") is None else bytes.fromhex(data["system_config"])
+            ),
         )
