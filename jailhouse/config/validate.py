@@ -592,9 +592,28 @@ def _span(start: int, size: int) -> str:
     return f"{start:#x}-{start + size - 1:#x}"
 
 
+def _any_overlap(spans: list[tuple[int, int]]) -> bool:
+    """Whether two of some non-empty ``(start, end)`` ranges share a byte."""
+    spans.sort()
+    end = -1
+    for start, stop in spans:
+        if start < end:
+            return True
+        end = max(end, stop)
+    return False
+
+
 def _check_overlaps_within(cell: CellConfig, report: _Report) -> None:
     regions = cell.mem_regions
     comm = [r.is_comm_region for r in regions]
+    phys_spans = [
+        (r.phys_start, r.phys_start + r.size)
+        for r, c in zip(regions, comm, strict=True)
+        if r.size and not c
+    ]
+    virt_spans = [(r.virt_start, r.virt_start + r.size) for r in regions if r.size]
+    if not _any_overlap(phys_spans) and not _any_overlap(virt_spans):
+        return  # the usual case: no pair to name, so no need to look at every pair
     for j, b in enumerate(regions):
         for i in range(j):
             a = regions[i]
@@ -928,11 +947,12 @@ def _check_partitioning(
             format_cpus(root.cpus),
             "no CPU is left to the root cell when all non-root cells run; keep at least one",
         )
-    for cell in cells:
-        _check_memory_from_root(root_spans, cell, report.scoped("", cell.name))
+    groups = [_shmem_groups(cell) for cell in cells]  # once per cell, not once per pair
+    for cell, shmem in zip(cells, groups, strict=True):
+        _check_memory_from_root(root_spans, cell, shmem, report.scoped("", cell.name))
     for j, b in enumerate(cells):
-        for a in cells[:j]:
-            _check_memory_between(a, b, report.scoped("", b.name))
+        for i, a in enumerate(cells[:j]):
+            _check_memory_between((a, groups[i]), (b, groups[j]), report.scoped("", b.name))
     _check_ivshmem_links([root, *cells], report)
 
 
@@ -949,9 +969,11 @@ def _covered(start: int, size: int, spans: Iterable[tuple[int, int]]) -> bool:
 
 
 def _check_memory_from_root(
-    spans: Sequence[tuple[int, int]], cell: CellConfig, report: _Report
+    spans: Sequence[tuple[int, int]],
+    cell: CellConfig,
+    shmem: dict[int, tuple[int, int]],
+    report: _Report,
 ) -> None:
-    shmem = _shmem_groups(cell)
     for i, region in enumerate(cell.mem_regions):
         if (
             region.is_comm_region
@@ -986,8 +1008,12 @@ def _shared_by_design(
     return MemFlag.ROOTSHARED in region.flags and MemFlag.ROOTSHARED in other.flags
 
 
-def _check_memory_between(a: CellConfig, b: CellConfig, report: _Report) -> None:
-    a_shmem, b_shmem = _shmem_groups(a), _shmem_groups(b)
+def _check_memory_between(
+    a_groups: tuple[CellConfig, dict[int, tuple[int, int]]],
+    b_groups: tuple[CellConfig, dict[int, tuple[int, int]]],
+    report: _Report,
+) -> None:
+    (a, a_shmem), (b, b_shmem) = a_groups, b_groups
     for j, rb in enumerate(b.mem_regions):
         if rb.is_comm_region:
             continue

@@ -57,8 +57,9 @@ from jailhouse.domxml._xml import (
     MAX_CELL_CPU,
     NS,
     PREFIX,
+    Where,
+    XPath,
     attr_path,
-    child_paths,
     children,
     parse_cpuset,
     parse_int,
@@ -83,11 +84,22 @@ _SHORT_NUMBER: Final = re.compile(r"0[xX][0-9a-fA-F]{1,16}|[0-9]{1,20}")
 """Numbers :func:`parse_int` reads the same way, short enough to need no digit check."""
 
 
+_NUMBERS: Final[dict[str, int]] = {}
+"""Texts :func:`_short_number` has read -> their values (domains repeat ``0x0`` and the like)."""
+_NUMBERS_LIMIT: Final = 4096
+
+
 def _short_number(text: str) -> int | None:
     """Read a :data:`_SHORT_NUMBER` as :func:`parse_int` would; None for anything else."""
+    value = _NUMBERS.get(text)
+    if value is not None:
+        return value
     if not _SHORT_NUMBER.fullmatch(text):
         return None
-    return int(text, 16) if text[:2] in ("0x", "0X") else int(text)
+    value = int(text, 16) if text[:2] in ("0x", "0X") else int(text)
+    if len(_NUMBERS) < _NUMBERS_LIMIT:  # a hostile document cannot grow it further
+        _NUMBERS[text] = value
+    return value
 
 
 _CELL_ATTRS: Final = {
@@ -111,6 +123,8 @@ _CONTAINERS: Final = {
     "boot": "image",
 }
 _SINGLES: Final = {"cpus", "console", "trailing"}
+_PARTS: Final = {f"{{{NS}}}{local}": local for local in (*_CONTAINERS, *_SINGLES)}
+"""The tag of each part of ``<jailhouse:cell>`` -> its local name."""
 
 _E = TypeVar("_E", bound=enum.IntEnum)
 _F = TypeVar("_F", bound=enum.IntFlag)
@@ -126,7 +140,8 @@ class Metadata:
     """The parts of ``<jailhouse:cell>``; ``None`` means "not given, derive it".
 
     Attributes:
-        paths: XPath of each part that was given, by part name (for errors and notes).
+        wheres: Where each part that was given is, by part name (for errors and notes);
+            an :class:`~jailhouse.domxml._xml.XPath` turns into text only when asked.
     """
 
     element: etree._Element | None = None
@@ -149,7 +164,12 @@ class Metadata:
     console: Console | None = None
     trailing: bytes | None = None
     images: tuple[BootImage, ...] | None = None
-    paths: dict[str, str] = field(default_factory=dict)
+    wheres: dict[str, XPath] = field(default_factory=dict)
+
+    @property
+    def paths(self) -> dict[str, str]:
+        """The XPath of each part that was given, by part name."""
+        return {part: str(where) for part, where in self.wheres.items()}
 
     @property
     def given(self) -> bool:
@@ -158,8 +178,9 @@ class Metadata:
 
     def path(self, part: str) -> str:
         """Return the XPath of a part, or of the metadata element when it was not given."""
-        if part in self.paths:
-            return self.paths[part]
+        where = self.wheres.get(part)
+        if where is not None:
+            return str(where)
         if self.element is not None:
             return path_of(self.element)
         return "/domain/metadata"
@@ -202,7 +223,7 @@ def read_metadata(
 
 def _parse_cell(el: etree._Element) -> Metadata:
     meta = Metadata(element=el)
-    cell_path = path_of(el)
+    wheres = meta.wheres  # XPaths are worked out only for an error or a note
     for name in el.attrib:
         if name not in _CELL_ATTRS:
             raise TranslationError(
@@ -210,38 +231,39 @@ def _parse_cell(el: etree._Element) -> Metadata:
             )
     name_hex = el.get("name-hex")
     if name_hex is not None:
-        where = f"{cell_path}/@name-hex"
-        raw = _hex_bytes(name_hex, where)
+        where = XPath(el, "name-hex")
+        raw = _hex_bytes(name_hex, str(where))
         if len(raw) > 32:
-            raise TranslationError(where, name_hex, "a cell name is at most 32 bytes")
+            raise TranslationError(str(where), name_hex, "a cell name is at most 32 bytes")
         meta.name = raw.decode("latin-1")
-        meta.paths["name"] = where
-    meta.arch = _opt_int(el, cell_path, "arch", _U8, meta)
+        wheres["name"] = where
+    meta.arch = _opt_int(el, "arch", _U8, meta)
     flags = el.get("flags")
     if flags is not None:
-        meta.flags = _parse_flags(flags, CellFlag, f"{cell_path}/@flags", _U32)
-        meta.paths["flags"] = f"{cell_path}/@flags"
-    meta.cpu_set_size = _opt_int(el, cell_path, "cpu-set-size", _U32, meta)
-    meta.id = _opt_int(el, cell_path, "id", _U32, meta)
-    meta.vpci_irq_base = _opt_int(el, cell_path, "vpci-irq-base", _U32, meta)
-    meta.cpu_reset_address = _opt_int(el, cell_path, "cpu-reset-address", _U64, meta)
-    meta.msg_reply_timeout = _opt_int(el, cell_path, "msg-reply-timeout", _U64, meta)
+        where = wheres["flags"] = XPath(el, "flags")
+        meta.flags = _parse_flags(flags, CellFlag, where, _U32)
+    meta.cpu_set_size = _opt_int(el, "cpu-set-size", _U32, meta)
+    meta.id = _opt_int(el, "id", _U32, meta)
+    meta.vpci_irq_base = _opt_int(el, "vpci-irq-base", _U32, meta)
+    meta.cpu_reset_address = _opt_int(el, "cpu-reset-address", _U64, meta)
+    meta.msg_reply_timeout = _opt_int(el, "msg-reply-timeout", _U64, meta)
 
     seen: set[str] = set()
-    for child, where in child_paths(el, cell_path):
-        qname = etree.QName(child)
-        local = qname.localname
-        if qname.namespace != NS or (local not in _CONTAINERS and local not in _SINGLES):
+    for child in children(el):
+        tag = child.tag
+        known = _PARTS.get(str(tag))
+        if known is None:
             raise TranslationError(
-                where,
-                local,
+                path_of(child),
+                etree.QName(child).localname,
                 f"unknown part of {PREFIX}:cell; expected one of "
                 + ", ".join(sorted(_CONTAINERS.keys() | _SINGLES)),
             )
+        local = known
         if local in seen:
-            raise TranslationError(where, local, f"{PREFIX}:{local} may appear only once")
+            raise TranslationError(path_of(child), local, f"{PREFIX}:{local} may appear only once")
         seen.add(local)
-        meta.paths[local] = where
+        where = wheres[local] = XPath(child)
         if local in _CONTAINERS:
             _parse_container(child, local, meta)
         elif local == "cpus":
@@ -295,7 +317,7 @@ class _Attrs:
     only when an error needs it.
     """
 
-    def __init__(self, el: etree._Element, known: Sequence[str], path: str | None) -> None:
+    def __init__(self, el: etree._Element, known: Sequence[str], path: Where | None) -> None:
         self.el = el
         self.path = path
         for name in el.attrib:
@@ -312,6 +334,10 @@ class _Attrs:
     def where(self, name: str) -> str:
         """Return the XPath of attribute ``name``, as :func:`attr_path` does."""
         return f"{path_of(self.el) if self.path is None else self.path}/@{name}"
+
+    def lazy(self, name: str) -> Where:
+        """Return the XPath of attribute ``name``, to be worked out only if an error needs it."""
+        return XPath(self.el, name) if self.path is None else self.where(name)
 
     def number(self, name: str, limit: int, *, required: bool = False) -> int:
         text = self.el.get(name)
@@ -342,6 +368,9 @@ class _Attrs:
         text = self.el.get(name)
         if text is None:
             return cls(0)
+        seen = _FLAG_WORDS.get((cls, text))
+        if seen is not None and seen[1] <= limit:
+            return cast("_F", seen[0])
         members = _members(cls)
         value = 0
         for token in text.split("|"):
@@ -351,7 +380,10 @@ class _Attrs:
             value |= bit
         if value > limit:
             return _parse_flags(text, cls, self.where(name), limit)
-        return _member(cls, value)
+        member = _member(cls, value)
+        if len(_FLAG_WORDS) < _MEMBERS_SEEN_LIMIT:  # a hostile document cannot grow it
+            _FLAG_WORDS[cls, text] = (member, value)
+        return member
 
     def choice(self, name: str, cls: type[_E], limit: int, default: int = 0) -> _E:
         text = self.el.get(name)
@@ -439,7 +471,7 @@ def _parse_pci_device(el: etree._Element, path: str | None) -> PciDevice:
     return PciDevice(
         type=a.choice("type", PciType, _U8),
         domain=a.number("domain", _U16),
-        bdf=parse_bdf(bdf_text, a.where("bdf")),
+        bdf=parse_bdf(bdf_text, a.lazy("bdf")),
         iommu=a.number("iommu", _U8),
         bar_mask=(m[0], m[1], m[2], m[3], m[4], m[5]),
         caps_start=a.number("caps-start", _U16),
@@ -493,7 +525,7 @@ _ITEM_PARSERS: Final[dict[str, Callable[[etree._Element, str | None], object]]] 
 """The parser of each container's item element."""
 
 
-def _parse_console(el: etree._Element, path: str | None) -> Console:
+def _parse_console(el: etree._Element, path: Where | None) -> Console:
     a = _Attrs(el, ("type", "address", "size", "flags", "divider", "gate-nr", "clock-reg"), path)
     return Console(
         address=a.number("address", _U64),
@@ -506,13 +538,15 @@ def _parse_console(el: etree._Element, path: str | None) -> Console:
     )
 
 
-def _opt_int(el: etree._Element, path: str, name: str, limit: int, meta: Metadata) -> int | None:
+def _opt_int(el: etree._Element, name: str, limit: int, meta: Metadata) -> int | None:
     text = el.get(name)
     if text is None:
         return None
-    where = f"{path}/@{name}"
-    meta.paths[name] = where
-    return parse_int(text, where, limit=limit)
+    where = meta.wheres[name] = XPath(el, name)
+    value = _short_number(text)  # the usual case: no XPath to build
+    if value is not None and value <= limit:
+        return value
+    return parse_int(text, where, limit=limit)  # raises with the XPath
 
 
 def _no_attrs(el: etree._Element) -> None:
@@ -520,11 +554,13 @@ def _no_attrs(el: etree._Element) -> None:
         raise TranslationError(attr_path(el, str(name)), el.get(name), "unknown attribute")
 
 
-def _hex_bytes(text: str, where: str) -> bytes:
+def _hex_bytes(text: str, where: Where) -> bytes:
     try:
         return bytes.fromhex(text)
     except ValueError:
-        raise TranslationError(where, text, "expected hexadecimal bytes such as 00ff") from None
+        raise TranslationError(
+            str(where), text, "expected hexadecimal bytes such as 00ff"
+        ) from None
 
 
 @functools.cache
@@ -535,6 +571,8 @@ def _members(cls: type[enum.Enum]) -> dict[str, int]:
 
 _MEMBERS_SEEN: Final[dict[tuple[type[enum.Enum], int], enum.Enum]] = {}
 _MEMBERS_SEEN_LIMIT: Final = 1024
+_FLAG_WORDS: Final[dict[tuple[type[enum.Enum], str], tuple[enum.Enum, int]]] = {}
+"""``(flag class, text of member names)`` -> the flag word and its value, once read."""
 
 
 def _member(cls: type[_M], value: int) -> _M:
@@ -547,7 +585,7 @@ def _member(cls: type[_M], value: int) -> _M:
     return cast("_M", member)
 
 
-def _parse_flags(text: str, cls: type[_F], where: str, limit: int) -> _F:
+def _parse_flags(text: str, cls: type[_F], where: Where, limit: int) -> _F:
     """Parse ``READ|WRITE|0x100000`` into a flag word."""
     value = 0
     members = _members(cls)
@@ -559,14 +597,14 @@ def _parse_flags(text: str, cls: type[_F], where: str, limit: int) -> _F:
             value |= parse_int(token, where, limit=limit)
         else:
             raise TranslationError(
-                where,
+                str(where),
                 text,
                 f"{_show(token)} is no {cls.__name__} member; use "
                 + ", ".join(members)
                 + " or numbers",
             )
     if value > limit:
-        raise TranslationError(where, text, f"does not fit in the field (at most {limit:#x})")
+        raise TranslationError(str(where), text, f"does not fit in the field (at most {limit:#x})")
     return cls(value)
 
 
@@ -581,7 +619,7 @@ def _parse_enum(text: str, cls: type[_E], where: str, limit: int) -> _E:
     )
 
 
-def parse_bdf(text: str, where: str) -> int:
+def parse_bdf(text: str, where: Where) -> int:
     """Parse ``bb:dd.f`` (hex bus and device, function 0-7) or a plain number into a bdf."""
     if ":" in text:
         match = _BDF.fullmatch(text)
@@ -589,7 +627,7 @@ def parse_bdf(text: str, where: str) -> int:
         if match is not None:
             b, d, f = int(match[1], 16), int(match[2], 16), int(match[3])
         if not 0 <= b <= _U8 or not 0 <= d <= 0x1F or not 0 <= f <= 7:
-            raise TranslationError(where, text, "expected bus:device.function such as 00:1f.2")
+            raise TranslationError(str(where), text, "expected bus:device.function such as 00:1f.2")
         return b << 8 | d << 3 | f
     return parse_int(text, where, limit=_U16)
 

@@ -397,6 +397,15 @@ def _significant(digits: str, text: str, where: Where) -> str:
     return significant
 
 
+_SHORT: Final = 20
+"""Texts up to this long are read through the memos below (no number has more digits)."""
+_MEMO_LIMIT: Final = 1024
+_PCI_NUMBERS: Final[dict[str, int]] = {}
+"""Texts :func:`parse_pci_number` has read -> their values (``0x0000`` and the like repeat)."""
+_CPUSETS: Final[dict[tuple[str, int], frozenset[int]]] = {}
+"""``(text, limit)`` -> the CPUs, for cpusets :func:`parse_cpuset` has read."""
+
+
 def parse_decimal(text: str, where: Where, *, limit: int | None = None) -> int:
     """Parse an unsigned decimal the way libvirt does (C ``strtoul``, the whole text).
 
@@ -406,6 +415,10 @@ def parse_decimal(text: str, where: Where, *, limit: int | None = None) -> int:
     Raises:
         TranslationError: Not such a number, or above ``limit``.
     """
+    if len(text) <= _SHORT and text.isascii() and text.isdigit():  # the usual case
+        value = int(text)
+        if limit is None or value <= limit:
+            return value
     digits = _strtoul_digits(text)
     if not _DECIMAL.fullmatch(digits):
         raise TranslationError(str(where), text, "expected an unsigned decimal number")
@@ -429,6 +442,9 @@ def parse_pci_number(text: str, where: Where, *, limit: int) -> int:
     Raises:
         TranslationError: Not such a number, or above ``limit``.
     """
+    seen = _PCI_NUMBERS.get(text)
+    if seen is not None and seen <= limit:
+        return seen
     digits = _strtoul_digits(text)
     if not _C_INTEGER.fullmatch(digits):
         raise TranslationError(str(where), text, "expected a number such as 0x1f")
@@ -440,6 +456,8 @@ def parse_pci_number(text: str, where: Where, *, limit: int) -> int:
         value = int(_significant(digits, text, where))
     if value > limit:
         raise TranslationError(str(where), text, f"must be at most {limit:#x}")
+    if len(_PCI_NUMBERS) < _MEMO_LIMIT:  # a hostile document cannot grow it further
+        _PCI_NUMBERS[text] = value
     return value
 
 
@@ -510,6 +528,17 @@ def scaled_bytes(
 
 
 def parse_cpuset(text: str, where: Where, *, limit: int = LIBVIRT_MAX_CPU) -> frozenset[int]:
+    """Parse a libvirt cpuset (see :func:`_parse_cpuset`); short ones are read once."""
+    seen = _CPUSETS.get((text, limit))
+    if seen is not None:
+        return seen
+    cpus = _parse_cpuset(text, where, limit)
+    if len(text) <= _SHORT and len(_CPUSETS) < _MEMO_LIMIT:  # nor can this one
+        _CPUSETS[text, limit] = cpus
+    return cpus
+
+
+def _parse_cpuset(text: str, where: Where, limit: int) -> frozenset[int]:
     """Parse a libvirt cpuset (``0-3,^2,8``): ranges and exclusions, applied left to right.
 
     Each CPU ends up as the last item naming it says (``^1,0-3`` includes 1, ``0-3,^1`` does
