@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FORMAT",
+    "LinuxBoot",
     "Observation",
     "SelftestError",
     "Step",
@@ -394,6 +395,21 @@ def _cpus_text(cpus: str | None) -> str:
     return cpus or "none"
 
 
+@dataclass(frozen=True)
+class LinuxBoot:
+    """The Linux-cell step's inputs: boot this kernel in the test cell, then destroy it.
+
+    Attributes:
+        kernel: The kernel image (arm64 ``Image``, x86 ``bzImage``) for the cell's arch.
+        initrd: The initial ramdisk, if any.
+        cmdline: The kernel command line, if any.
+    """
+
+    kernel: bytes
+    initrd: bytes | None = None
+    cmdline: str | None = None
+
+
 # -- the battery --------------------------------------------------------------------------
 
 
@@ -432,8 +448,10 @@ class _Battery:
         image: bytes,
         address: int,
         progress: Callable[[Step], None] | None,
+        linux: LinuxBoot | None = None,
     ) -> None:
         self.hv = hv
+        self.linux = linux
         self.system = system
         self.config = cell
         self.image = image
@@ -677,6 +695,8 @@ class _Battery:
             OK,
             lambda: self.handle(cell).destroy(),
         )
+        if self.linux is not None:
+            self.boot_linux()
 
         # disable, and cell operations while disabled
         while_disabled = [
@@ -709,6 +729,36 @@ class _Battery:
         for op, action, fn in while_disabled:
             self.call(op, action, cell, "EINVAL", fn)
         self.call("disable-again", "disable while disabled", "", "EINVAL", self.hv.disable)
+
+    def boot_linux(self) -> None:
+        """Boot Linux in the test cell (created anew), check it runs, and destroy it."""
+        linux = self.linux
+        assert linux is not None  # noqa: S101 - only called with a kernel
+        cell, world = self.config.name, self.world
+
+        def boot() -> dict[str, Any]:
+            booted = self.hv.boot_linux(
+                self.config, linux.kernel, linux.initrd, linux.cmdline, system=self.system
+            )
+            return {"cell_id": booted.id}
+
+        world.cell_exists, world.state = True, "running"
+        self.call(
+            "linux-boot",
+            f"boot Linux ({len(linux.kernel)}-byte kernel) in a new cell; its CPUs leave "
+            "the root cell",
+            cell,
+            OK,
+            boot,
+        )
+        world.cell_exists, world.state = False, None
+        self.call(
+            "linux-destroy",
+            "destroy the Linux cell; its CPUs return to the root cell",
+            cell,
+            OK,
+            lambda: self.handle(cell).destroy(),
+        )
 
     def remove_twin(self) -> None:
         """Destroy the twin cell if the host wrongly created it."""
@@ -935,6 +985,7 @@ def run_selftest(
     image: bytes | None = None,
     address: int | None = None,
     progress: Callable[[Step], None] | None = None,
+    linux: LinuxBoot | None = None,
 ) -> Transcript:
     """Run the fixed self-test battery on a hypervisor and return its transcript.
 
@@ -960,6 +1011,10 @@ def run_selftest(
         progress: Called with each :class:`Step` as soon as it is recorded (for a CLI's
             progress lines).  An exception it raises stops the battery; the state is
             restored and the exception propagates.
+        linux: Also boot this Linux kernel in the test cell after the lifecycle steps
+            (``linux-boot``, checked running with its CPUs gone from the root cell, and
+            ``linux-destroy``).  The cell needs loadable RAM for it; everything is checked
+            (:meth:`Hypervisor.plan_linux`) before the battery touches the hypervisor.
 
     Returns:
         The transcript; check :attr:`Transcript.passed`.
@@ -967,13 +1022,22 @@ def run_selftest(
     Raises:
         ConfigError: The configs cannot run the battery on this host (arch, CPUs, no
             loadable region at the address, no ``PASSIVE_COMMREG`` for the park loop).
+        BootError: ``linux`` cannot boot in the test cell (the error names the field).
         SelftestError: The hypervisor is enabled with another system config or holds
             other cells (nothing was changed); or restoring the state failed.
         DeviceNotFoundError: The driver is not loaded.
     """
     image_bytes, load_at = _preflight(hv, system, cell, image, address)
+    if linux is not None:
+        hv.plan_linux(cell, linux.kernel, linux.initrd, linux.cmdline, system=system)
     battery = _Battery(
-        hv, system=system, cell=cell, image=image_bytes, address=load_at, progress=progress
+        hv,
+        system=system,
+        cell=cell,
+        image=image_bytes,
+        address=load_at,
+        progress=progress,
+        linux=linux,
     )
     started_enabled = hv.enabled()
     began = time.time()
@@ -1016,6 +1080,7 @@ def simulate_selftest(
     image: bytes | None = None,
     address: int | None = None,
     enabled: bool = False,
+    linux: LinuxBoot | None = None,
 ) -> Transcript:
     """Run the battery on a fresh simulated host that fits ``system``: the reference answer.
 
@@ -1028,6 +1093,7 @@ def simulate_selftest(
         cell: The test cell's config.
         image: As :func:`run_selftest`.
         address: As :func:`run_selftest`.
+        linux: As :func:`run_selftest`.
         enabled: Enable the simulated hypervisor with ``system`` first, to match a board
             that was enabled before its run (``Transcript.started_enabled``).
 
@@ -1048,7 +1114,7 @@ def simulate_selftest(
         with Hypervisor(host.device()) as hv:
             if enabled:
                 hv.enable(system)
-            return run_selftest(hv, system, cell, image=image, address=address)
+            return run_selftest(hv, system, cell, image=image, address=address, linux=linux)
 
 
 def _arch_name(arch: Arch) -> str:

@@ -24,13 +24,16 @@ from typing import TYPE_CHECKING
 
 import pytest
 from backends import Backend, cell_config, system_config
+from kernels import arm64_image, bzimage
 
 import jailhouse
-from jailhouse.config.model import Arch, CellFlag, MemFlag, MemoryRegion
-from jailhouse.errors import ConfigError
-from jailhouse.examples import example_cells, example_system
+from jailhouse.cli import main as cli_main
+from jailhouse.config.model import Arch, CellFlag, MemFlag, MemoryRegion, format_cpus
+from jailhouse.errors import BootError, ConfigError
+from jailhouse.examples import example_cells, example_files, example_system
 from jailhouse.inmates import default_load_address, loadable_region, park_inmate
 from jailhouse.selftest import (
+    LinuxBoot,
     SelftestError,
     Step,
     Transcript,
@@ -483,3 +486,63 @@ def test_caller_image_is_recorded(tmp_path: Path) -> None:
     assert transcript.image["address"] == "0x100"
     load = next(s for s in transcript.steps if s.op == "load")
     assert load.action == "load the image at 0x100"
+
+
+# -- the Linux-cell step ----------------------------------------------------------------------
+
+
+def _linux(arch: str) -> LinuxBoot:
+    """A tiny valid kernel of the arch, an initrd and a command line."""
+    kernel = arm64_image(0x4000) if arch == "arm64" else bzimage(0x4000)
+    return LinuxBoot(kernel, b"\x5a" * 0x1000, "console=ttyS0 quiet")
+
+
+def test_linux_step_boots_and_destroys_on_every_backend(backend: Backend) -> None:
+    """With a kernel, two steps follow the lifecycle; the rest is the plain battery's."""
+    arch = _arch_name(backend.arch)
+    system, cell = example_system(arch), example_cells(arch)[f"{arch}-linux"]
+    before = _shape(backend.snapshot())
+    plain = simulate_selftest(system, cell)
+    transcript = run_selftest(backend.hv, system, cell, linux=_linux(arch))
+    assert transcript.passed, str(transcript)
+    assert _shape(backend.snapshot()) == before
+    ops = [s.op for s in transcript.steps]
+    assert len(ops) == len(plain.steps) + 2
+    at = ops.index("destroy") + 1
+    assert ops[at : at + 2] == ["linux-boot", "linux-destroy"]
+    boot, gone = transcript.steps[at], transcript.steps[at + 1]
+    root = system.root_cell.cpus
+    assert boot.observed.state == "running"
+    assert boot.observed.cell_cpus == format_cpus(cell.cpus)
+    assert boot.observed.root_cpus == format_cpus(root - cell.cpus)
+    assert (gone.observed.state, gone.observed.root_cpus) == (None, format_cpus(root))
+    others = [s.op for s in transcript.steps if not s.op.startswith("linux-")]
+    assert others == [s.op for s in plain.steps]
+    assert transcript.compare(simulate_selftest(system, cell, linux=_linux(arch))) == []
+
+
+def test_linux_step_refuses_a_kernel_that_does_not_fit_before_touching(tmp_path: Path) -> None:
+    """A cell without room for the kernel fails with BootError; the host stays disabled."""
+    with _open(tmp_path, "arm64") as hv:
+        system, cell = _examples("arm64")
+        with pytest.raises(BootError, match=r"kernel\.image_size"):
+            run_selftest(hv, system, cell, linux=_linux("arm64"))
+        assert not hv.enabled()
+
+
+def test_cli_selftest_linux_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`jhctl selftest --linux-kernel` adds the steps; the other options need the kernel."""
+    files = example_files("x86")
+    for name, blob in files.items():
+        (tmp_path / name).write_bytes(blob)
+    (tmp_path / "bzImage").write_bytes(bzimage(0x4000))
+    uri = f"sim://{tmp_path / 'host'}?arch=x86&cpus=4"
+    args = ["-c", uri, "--json", "selftest", str(tmp_path / "x86-root.cell")]
+    args.append(str(tmp_path / "x86-linux.cell"))
+    capsys.readouterr()
+    assert cli_main([*args, "--linux-kernel", str(tmp_path / "bzImage"), "--compare-sim"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert "linux-boot" in [s["op"] for s in doc["steps"]]
+    assert doc["differences_from_sim"] == []
+    assert cli_main([*args, "--linux-cmdline", "quiet"]) == 2
+    assert "need --linux-kernel" in capsys.readouterr().err

@@ -115,6 +115,7 @@ def _register_selftest(verbs: Verbs) -> None:
             "jhctl selftest sys.cell demo.cell",
             "jhctl selftest sys.cell demo.cell inmate.bin@0x0 --json > board.json",
             "jhctl selftest sys.cell demo.cell --compare-sim",
+            "jhctl selftest sys.cell linux.cell --linux-kernel Image --linux-cmdline quiet",
         ],
     )
     p.add_argument("system", metavar="SYSTEM.cell", help="the system config")
@@ -130,11 +131,22 @@ def _register_selftest(verbs: Verbs) -> None:
         action="store_true",
         help="also run the battery on a simulated host and list every difference",
     )
+    p.add_argument(
+        "--linux-kernel",
+        metavar="KERNEL",
+        help="also boot this kernel (arm64 Image, x86 bzImage) in the test cell, as "
+        "`cell linux` does, check that it runs, and destroy it (steps linux-boot, "
+        "linux-destroy); the cell needs loadable RAM for it",
+    )
+    p.add_argument("--linux-initrd", metavar="FILE", help="initrd for --linux-kernel")
+    p.add_argument("--linux-cmdline", metavar='"STRING"', help="command line for --linux-kernel")
 
 
 def _selftest(args: argparse.Namespace, ctx: Context) -> int:
     from jailhouse.cli._base import load_cell_file, parse_image_spec  # noqa: PLC0415
-    from jailhouse.selftest import run_selftest, simulate_selftest  # noqa: PLC0415
+    from jailhouse.cli._device import _read_file  # noqa: PLC0415
+    from jailhouse.errors import BootError  # noqa: PLC0415
+    from jailhouse.selftest import LinuxBoot, run_selftest, simulate_selftest  # noqa: PLC0415
 
     system = load_system_file(args.system)
     cell = load_cell_file(args.cell)
@@ -143,6 +155,15 @@ def _selftest(args: argparse.Namespace, ctx: Context) -> int:
     if args.image:
         path, address = parse_image_spec(args.image)
         image = path.read_bytes()
+    linux: LinuxBoot | None = None
+    if args.linux_kernel is not None:
+        linux = LinuxBoot(
+            _read_file(args.linux_kernel, "kernel"),
+            None if args.linux_initrd is None else _read_file(args.linux_initrd, "initrd"),
+            args.linux_cmdline,
+        )
+    elif args.linux_initrd is not None or args.linux_cmdline is not None:
+        raise CliError("selftest: --linux-initrd and --linux-cmdline need --linux-kernel")
 
     def progress(step: Any) -> None:  # noqa: ANN401 - a selftest Step
         if not ctx.interactive:
@@ -150,11 +171,16 @@ def _selftest(args: argparse.Namespace, ctx: Context) -> int:
         mark = "ok" if step.passed else "FAIL"
         ctx.note(f"step {step.index:2d} {step.op:<24} {step.observed.result:<8} {mark}")
 
-    with ctx.connect() as hv:
-        transcript = run_selftest(hv, system, cell, image=image, address=address, progress=progress)
+    try:
+        with ctx.connect() as hv:
+            transcript = run_selftest(
+                hv, system, cell, image=image, address=address, progress=progress, linux=linux
+            )
+    except BootError as exc:
+        raise CliError(f"selftest: --linux-kernel: {exc}") from exc
     diffs: list[str] | None = None
     if args.compare_sim:
-        reference = simulate_selftest(system, cell, image=image, address=address)
+        reference = simulate_selftest(system, cell, image=image, address=address, linux=linux)
         diffs = transcript.compare(reference)
     doc = transcript.to_json()
     if diffs is not None:
