@@ -286,7 +286,7 @@ def time_rounds(sides: dict[str, Callable[[], object]], rounds: int) -> dict[str
 
 
 def jhctl_command() -> list[str]:
-    """Return how to run ``jhctl`` with this interpreter: the console script, else ``-m``."""
+    """Return how to run ``jhctl`` with this interpreter: the installed script, else ``-m``."""
     script = Path(sysconfig.get_path("scripts")) / "jhctl"
     if script.is_file():
         return [sys.executable, str(script)]
@@ -956,7 +956,7 @@ def measure_cli(opts: Options) -> list[Row]:
         row.ratio = times[key] / times["pass"]
     rows.append(
         Row(
-            "  console script's own floor (info)",
+            "  entry-point wrapper's floor (info)",
             fmt_time(times["floor"]),
             fmt_time(times["pass"]) + " (python -c pass)",
             times["floor"] / times["pass"],
@@ -964,9 +964,9 @@ def measure_cli(opts: Options) -> list[Row]:
     )
     rows[0].notes.append(f"ran as: {' '.join(Path(a).name for a in jhctl)}")
     rows[2].notes.append(
-        "the console script pip writes for [project.scripts] runs `import re` and a re.sub "
-        "before it imports jailhouse; this row is that script with the import of jailhouse "
-        "left out, so no jhctl verb can start faster than it; ours/floor: "
+        "the wrapper pip writes for a [project.scripts] entry point runs `import re` and a "
+        "re.sub before it imports anything; this row is that wrapper with no import of ours, "
+        "which is why jhctl is a script file instead; ours/that floor: "
         f"--version {times['version'] / times['floor']:.2f}x, "
         f"cell list {times['list'] / times['floor']:.2f}x"
     )
