@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import enum
 import errno
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 
-from jailhouse.config.flags import format_cpus, parse_cpus
+from jailhouse._listing import STATE_TEXT, format_cpus, parse_cpu_bitmap, parse_cpu_list
 from jailhouse.errors import DeviceNotFoundError, StatusParseError, error_for_errno
 
 if TYPE_CHECKING:
@@ -39,8 +38,6 @@ __all__ = [
 
 _DRIVER_DIR: Final = "devices/jailhouse"
 _ONLINE_CPUS: Final = "devices/system/cpu/online"
-_INT_RE: Final = re.compile(r"-?[0-9]+")
-_HEX_CHUNK_RE: Final = re.compile(r"[0-9a-fA-F]{1,8}")
 _STAT_PREFIX: Final = "vmexits_"
 _ATTEMPTS: Final = 6
 """Readings of one cell (and of the whole listing) before a change under the reader is an error.
@@ -98,14 +95,7 @@ class CellState(enum.IntEnum):
         return self.text
 
 
-_STATE_TEXT: Final[dict[CellState, str]] = {
-    CellState.RUNNING: "running",
-    CellState.RUNNING_LOCKED: "running/locked",
-    CellState.SHUT_DOWN: "shut down",
-    CellState.FAILED: "failed",
-    CellState.FAILED_COMM_REV: "Comm ABI mismatch",
-    CellState.INVALID: "invalid",
-}
+_STATE_TEXT: Final = {CellState(value): text for value, text in STATE_TEXT.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,47 +180,6 @@ def _pause(attempt: int) -> None:
         time.sleep(_FIRST_PAUSE * 2 ** (attempt - 1))
 
 
-def parse_cpu_bitmap(text: str) -> frozenset[int]:
-    """Parse the kernel's ``%*pb`` CPU bitmap, such as ``0c`` or ``00000000,0000000f``.
-
-    The bitmap is hexadecimal, most significant digit first, with a comma every 32 bits
-    (8 digits); the first group may be shorter.
-
-    Args:
-        text: The bitmap, with or without its newline.
-
-    Returns:
-        The CPUs whose bits are set.
-
-    Raises:
-        ValueError: The text is not such a bitmap.
-    """
-    stripped = text.removesuffix("\n")
-    if not stripped:
-        return frozenset()
-    groups = stripped.split(",")
-    value = 0
-    for i, group in enumerate(groups):
-        if not _HEX_CHUNK_RE.fullmatch(group) or (i > 0 and len(group) != 8):
-            raise ValueError(
-                f"{text!r} is not a CPU bitmap (hex with a comma every 8 digits: 00000000,0000000f)"
-            )
-        value = value << 32 | int(group, 16)
-    return frozenset(bit for bit in range(value.bit_length()) if value >> bit & 1)
-
-
-def parse_cpu_list(text: str) -> frozenset[int]:
-    """Parse the kernel's ``%*pbl`` CPU range list, such as ``0-2,5``; empty text is no CPU.
-
-    Raises:
-        ValueError: The text is not a range list.
-    """
-    stripped = text.removesuffix("\n")
-    if stripped != stripped.strip():
-        raise ValueError(f"{text!r} is not a CPU range list (like 0-2,5)")
-    return parse_cpus(stripped)
-
-
 class SysfsReader:
     """Typed reads of the jailhouse driver's sysfs files.
 
@@ -290,7 +239,9 @@ class SysfsReader:
             StatusParseError: It holds something else.
         """
         text = self.read_text(relpath)
-        if not _INT_RE.fullmatch(text.removesuffix("\n")):
+        digits = text.removesuffix("\n")
+        digits = digits.removeprefix("-")
+        if not (digits.isascii() and digits.isdigit()):
             raise StatusParseError(str(self.driver_dir / relpath), text, "expected an integer")
         return int(text)
 

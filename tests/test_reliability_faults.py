@@ -469,6 +469,38 @@ def test_leftovers_of_a_killed_process_are_swept(tmp_path: Path) -> None:
     assert _leftovers(root) == []
 
 
+def test_quick_listing_after_a_killed_writer_is_right_or_steps_aside(tmp_path: Path) -> None:
+    """After a writer is killed at random, the quick ``cell list`` never shows a stale tree.
+
+    It reads ``sys/`` without opening the host; what it shows must be what ``state.json``
+    holds, or it must step aside (the pending mark of the dead writer) for the full path.
+    """
+    from backends import system_config
+
+    from jailhouse._listing import read_sim_cells
+
+    root = tmp_path / "host"
+    host = SimHost(root, arch=Arch.ARM64, cpus=HOST_CPUS)
+    host.enable(system_config(Arch.ARM64).to_bytes())
+    outcomes: list[bool] = []
+
+    def after(_index: int) -> None:
+        quick = read_sim_cells(str(root))  # before anything repairs the tree
+        outcomes.append(quick is not None)
+        truth = host.snapshot()  # state.json, read under the lock without a repair
+        if quick is not None:
+            expected = sorted(
+                (c.id, c.name, c.state.text, c.cpus, c.failed_cpus) for c in truth.cells
+            )
+            assert quick == expected
+        SimHost(root)  # the full path's open: repairs the tree, clears the mark
+
+    killed = _kill_rounds(20, SEED + 3, lambda i: _churn(root, i), after)
+    assert killed > 0
+    assert any(outcomes), "the quick path never read the tree"
+    assert read_sim_cells(str(root)) is not None
+
+
 @pytest.mark.slow
 def test_killed_while_writing_definitions(tmp_path: Path) -> None:
     """A process killed at random while it rewrites definitions never leaves one truncated."""

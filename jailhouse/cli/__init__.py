@@ -24,9 +24,10 @@ in :data:`VERB_MODULES`; a new group is a module with such a function plus one e
 A new verb in an existing group needs nothing here: its group's ``register`` adds it.
 
 Start-up: importing this package imports nothing but :mod:`os` and :mod:`sys`.  The verb
-modules (and argparse) are imported when a parser is built; ``jhctl --version`` and a plain
-``jhctl config check FILE...`` (no options) take a fast path that builds no parser, with
-the same output and exit codes (anything else, ``--help`` included, goes through argparse).
+modules (and argparse) are imported when a parser is built; ``jhctl --version``, a plain
+``jhctl config check FILE...`` (no options) and a plain ``jhctl cell list`` (see
+:mod:`jailhouse.cli._quick`) take fast paths that build no parser, with the same output
+and exit codes (anything else, ``--help`` included, goes through argparse).
 """
 
 from __future__ import annotations
@@ -42,7 +43,32 @@ if TYPE_CHECKING:
     from jailhouse.cli._base import Verbs
     from jailhouse.cli._parser import ArgumentParser
 
-__all__ = ["VERB_GROUPS", "VERB_MODULES", "build_parser", "main"]
+__all__ = [
+    "DEFAULT_URI",
+    "EXIT_FINDINGS",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "URI_ENV",
+    "VERB_GROUPS",
+    "VERB_MODULES",
+    "build_parser",
+    "main",
+]
+
+EXIT_OK: Final = 0
+"""Success."""
+EXIT_FINDINGS: Final = 1
+"""``config check`` found an error, or the driver refused an operation."""
+EXIT_USAGE: Final = 2
+"""Bad usage or input: a missing file, a bad config or XML, no device."""
+EXIT_INTERRUPTED: Final = 130
+"""Interrupted with Ctrl-C (128 + SIGINT), as shells report it."""
+
+URI_ENV: Final = "JAILHOUSE_URI"
+"""Environment variable naming the default connection URI."""
+DEFAULT_URI: Final = "jailhouse:///system"
+"""The kernel driver: ``/dev/jailhouse`` and ``/sys``."""
 
 VERB_MODULES: Final = (
     "jailhouse.cli._device",  # enable, disable, status, console, cell ...
@@ -147,12 +173,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         sys.stdout.write(f"jhctl (python-jailhouse) {__version__}\n")
         return 0
+    if "list" in words:
+        from jailhouse.cli._quick import cell_list  # noqa: PLC0415 - imports only os
+
+        listing = cell_list(words)
+        if listing is not None:
+            return _write(listing)
     fast = _fast_path(words)
     if fast is not None:
         handler, args = fast
     else:
-        from jailhouse.cli._base import EXIT_USAGE  # noqa: PLC0415
-
         try:
             args = build_parser().parse_args(words)
         except SystemExit as exc:  # --help, --version, usage errors
@@ -195,15 +225,20 @@ def _fast_path(words: list[str]) -> tuple[Callable[..., int], Any] | None:
     return check_handler, SimpleNamespace(system=files[0], cells=files[1:])
 
 
+def _write(text: str) -> int:
+    """Print a quick path's result as :func:`_run` prints a handler's: a reader gone is 1."""
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_FINDINGS
+    return EXIT_OK
+
+
 def _run(handler: Callable[..., int], args: Any) -> int:  # noqa: ANN401 - a Namespace
     """Run a verb's handler with the context the options give; map errors to exit codes."""
-    from jailhouse.cli._base import (  # noqa: PLC0415
-        DEFAULT_URI,
-        EXIT_FINDINGS,
-        EXIT_INTERRUPTED,
-        URI_ENV,
-        Context,
-    )
+    from jailhouse.cli._base import Context  # noqa: PLC0415
 
     ctx = Context(
         uri=getattr(args, "connect", None) or os.environ.get(URI_ENV) or DEFAULT_URI,
@@ -233,7 +268,7 @@ def _run(handler: Callable[..., int], args: Any) -> int:  # noqa: ANN401 - a Nam
 
 def _describe(exc: BaseException) -> tuple[int, str]:
     """Map an exception to its exit code and one line of text."""
-    from jailhouse.cli._base import EXIT_FINDINGS, EXIT_USAGE, SIM_SUGGESTION, CliError  # noqa: PLC0415
+    from jailhouse.cli._base import SIM_SUGGESTION, CliError  # noqa: PLC0415
     from jailhouse.errors import (  # noqa: PLC0415 - cheap, but only needed on errors
         ConfigError,
         DeviceError,

@@ -13,6 +13,15 @@ import enum
 import os
 import sys
 
+from jailhouse.cli import (
+    DEFAULT_URI,
+    EXIT_FINDINGS,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    URI_ENV,
+)
+
 TYPE_CHECKING = False  # not typing's: a verb that needs no typing does not import it
 if TYPE_CHECKING:
     import argparse
@@ -45,20 +54,6 @@ __all__ = [
     "parse_image_spec",
     "to_json",
 ]
-
-EXIT_OK: Final = 0
-"""Success."""
-EXIT_FINDINGS: Final = 1
-"""``config check`` found an error, or the driver refused an operation."""
-EXIT_USAGE: Final = 2
-"""Bad usage or input: a missing file, a bad config or XML, no device."""
-EXIT_INTERRUPTED: Final = 130
-"""Interrupted with Ctrl-C (128 + SIGINT), as shells report it."""
-
-URI_ENV: Final = "JAILHOUSE_URI"
-"""Environment variable naming the default connection URI."""
-DEFAULT_URI: Final = "jailhouse:///system"
-"""The kernel driver: ``/dev/jailhouse`` and ``/sys``."""
 
 SIM_SUGGESTION: Final = (
     "without hardware, try `jhctl demo` or a simulated host: "

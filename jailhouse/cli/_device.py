@@ -43,9 +43,6 @@ _READ_CHUNK: Final = 1 << 20
 _PROGRESS_MIN: Final = 8 << 20
 """Images smaller than this load in a moment: no progress bar."""
 _CLEAR: Final = "\x1b[H\x1b[2J"
-# Upstream `jailhouse cell list`: printf("%-8s%-24s%-18s%-24s%-24s\n", ...)
-_LIST_WIDTHS: Final = (8, 24, 18, 24, 24)
-_LIST_HEADINGS: Final = ("ID", "Name", "State", "Assigned CPUs", "Failed CPUs")
 
 
 def register(verbs: Verbs) -> None:
@@ -375,21 +372,10 @@ def cell_document(status: CellStatus) -> dict[str, Any]:
 
 def cell_table(cells: Sequence[CellStatus]) -> str:
     """Render cells as upstream's ``jailhouse cell list`` does (same columns and widths)."""
-    from jailhouse.config.flags import format_cpus  # noqa: PLC0415
+    from jailhouse._listing import listing_table  # noqa: PLC0415
 
-    rows = [_LIST_HEADINGS] + [
-        (
-            str(c.id),
-            c.name,
-            c.state.text,
-            format_cpus(c.cpus_assigned),
-            format_cpus(c.cpus_failed),
-        )
-        for c in cells
-    ]
-    return "\n".join(
-        "".join(f"{cell:<{width}}" for cell, width in zip(row, _LIST_WIDTHS, strict=True)).rstrip()
-        for row in rows
+    return listing_table(
+        (c.id, c.name, c.state.text, c.cpus_assigned, c.cpus_failed) for c in cells
     )
 
 

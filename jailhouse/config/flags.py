@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import enum
 
+from jailhouse._listing import ARCH_NAMES, format_cpus, parse_cpus
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Final, Self
@@ -102,18 +104,8 @@ class Arch(_OpenEnum):
         Raises:
             ValueError: The name is not an architecture Jailhouse supports.
         """
-        table = {
-            "x86_64": cls.X86,
-            "amd64": cls.X86,
-            "x86": cls.X86,
-            "aarch64": cls.ARM64,
-            "arm64": cls.ARM64,
-            "armv7l": cls.ARM,
-            "armv7": cls.ARM,
-            "arm": cls.ARM,
-        }
         try:
-            return table[name.lower()]
+            return cls(ARCH_NAMES[name.lower()])
         except KeyError:
             raise ValueError(
                 f"architecture {name!r} is not supported by Jailhouse (x86_64, aarch64 or armv7l)"
@@ -294,44 +286,3 @@ class ApicMode(_OpenEnum):
     """Force xAPIC."""
     X2APIC = 2
     """Force x2APIC."""
-
-
-def format_cpus(cpus: frozenset[int] | set[int]) -> str:
-    """Render a CPU set as a range list, the way sysfs ``cpus_assigned_list`` does (``0-2,5``)."""
-    out: list[str] = []
-    run: list[int] = []
-    for cpu in sorted(cpus):
-        if run and cpu == run[-1] + 1:
-            run.append(cpu)
-            continue
-        if run:
-            out.append(_run_text(run))
-        run = [cpu]
-    if run:
-        out.append(_run_text(run))
-    return ",".join(out)
-
-
-def _run_text(run: list[int]) -> str:
-    return str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}"
-
-
-def parse_cpus(text: str) -> frozenset[int]:
-    """Parse a range list such as ``0-2,5`` (the sysfs ``*_list`` format).
-
-    Raises:
-        ValueError: The text is not a range list.
-    """
-    cpus: set[int] = set()
-    text = text.strip()
-    if not text:
-        return frozenset()
-    for part in text.split(","):
-        lo, sep, hi = part.strip().partition("-")
-        if not lo.isdigit() or (sep and not hi.isdigit()):
-            raise ValueError(f"{text!r} is not a CPU range list (like 0-2,5)")
-        first, last = int(lo), int(hi) if sep else int(lo)
-        if last < first:
-            raise ValueError(f"{part!r} in {text!r} runs backwards")
-        cpus.update(range(first, last + 1))
-    return frozenset(cpus)

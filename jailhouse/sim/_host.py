@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Final, cast
 
 from jailhouse import _abi
 from jailhouse._ffi import ffi
+from jailhouse._listing import SIM_TREE_PENDING
 from jailhouse.config.flags import (
     CONFIG_REVISION,
     PAGE_SIZE,
@@ -289,6 +290,7 @@ class SimHost:
             if info.cpus is None and cpus is not None:
                 info.cpus = cpus
                 state.online = set(range(cpus))
+            self._mark_pending()
             self._write_info(info)
             self._write_state(state)
             sys_root = self.sysfs_root
@@ -296,6 +298,7 @@ class SimHost:
             new = _sysfs.render(info, state)
             _sysfs.apply(sys_root, self._scratch, _sysfs.read_tree(sys_root), new)
             _sysfs.remove_strays(sys_root, self._scratch, new)
+            self._clear_pending()
 
     # -- files and locking ---------------------------------------------------------
 
@@ -332,6 +335,22 @@ class SimHost:
             yield
         finally:
             os.close(fd)
+
+    def _mark_pending(self) -> None:
+        """Say that ``sys/`` may lag ``state.json`` from here on (:data:`SIM_TREE_PENDING`).
+
+        Only called under the lock, before the state changes.  The quick ``cell list``
+        reads ``sys/`` without opening the host; the mark sends it to the full path, which
+        renders the tree again, if this writer dies before :meth:`_clear_pending`.
+        """
+        os.close(
+            os.open(self.root / SIM_TREE_PENDING, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        )
+
+    def _clear_pending(self) -> None:
+        """Say that ``sys/`` shows ``state.json`` again."""
+        with contextlib.suppress(FileNotFoundError):
+            (self.root / SIM_TREE_PENDING).unlink()
 
     def _sweep(self) -> None:
         """Remove what a writer killed mid-operation left: scratch entries, temporary files.
@@ -418,12 +437,14 @@ class SimHost:
         if text == raw and not info_changed:
             return
         self._sweep()
+        self._mark_pending()
         if info_changed:
             self._write_info(txn.info)
             self._info = txn.info
         self._atomic_write(self.root / "state.json", text)
         old = _sysfs.render(old_info, State.from_json(raw))
         _sysfs.apply(self.sysfs_root, self._scratch, old, _sysfs.render(txn.info, txn.state))
+        self._clear_pending()
 
     def _run(self, op: Callable[[_Txn], None]) -> None:
         """Run one operation; an errno becomes :class:`OSError` after the commit."""
