@@ -122,6 +122,17 @@ _CONTAINERS: Final = {
     "stream-ids": "stream-id",
     "boot": "image",
 }
+_CONTAINER_FIELDS: Final = {
+    "memory-regions": "mem_regions",
+    "cache-regions": "cache_regions",
+    "irqchips": "irqchips",
+    "pio-regions": "pio_regions",
+    "pci-devices": "pci_devices",
+    "pci-caps": "pci_caps",
+    "stream-ids": "stream_ids",
+    "boot": "images",
+}
+"""The :class:`Metadata` field each container fills."""
 _SINGLES: Final = {"cpus", "console", "trailing"}
 _PARTS: Final = {f"{{{NS}}}{local}": local for local in (*_CONTAINERS, *_SINGLES)}
 """The tag of each part of ``<jailhouse:cell>`` -> its local name."""
@@ -178,11 +189,15 @@ class Metadata:
 
     def path(self, part: str) -> str:
         """Return the XPath of a part, or of the metadata element when it was not given."""
+        return str(self.where(part))
+
+    def where(self, part: str) -> Where:
+        """Return what :meth:`path` gives, worked out only when it is turned into text."""
         where = self.wheres.get(part)
         if where is not None:
-            return str(where)
+            return where
         if self.element is not None:
-            return path_of(self.element)
+            return XPath(self.element)
         return "/domain/metadata"
 
 
@@ -284,30 +299,17 @@ def _parse_container(el: etree._Element, local: str, meta: Metadata) -> None:
     parse = _ITEM_PARSERS[item]
     tag = _q(item)
     values = []
-    for child in children(el):
-        if child.tag != tag:
+    for child in el:
+        if child.tag == tag:
+            values.append(parse(child, None))  # XPaths are built only for an error
+        elif isinstance(child.tag, str):  # comments and processing instructions pass
             raise TranslationError(
                 path_of(child),
                 etree.QName(child).localname,
                 f"{PREFIX}:{local} holds only {PREFIX}:{item} elements",
             )
-        values.append(parse(child, None))  # XPaths are built only for an error
-    if local == "memory-regions":
-        meta.mem_regions = tuple(v for v in values if isinstance(v, MemoryRegion))
-    elif local == "cache-regions":
-        meta.cache_regions = tuple(v for v in values if isinstance(v, CacheRegion))
-    elif local == "irqchips":
-        meta.irqchips = tuple(v for v in values if isinstance(v, IrqChip))
-    elif local == "pio-regions":
-        meta.pio_regions = tuple(v for v in values if isinstance(v, PioRegion))
-    elif local == "pci-devices":
-        meta.pci_devices = tuple(v for v in values if isinstance(v, PciDevice))
-    elif local == "pci-caps":
-        meta.pci_caps = tuple(v for v in values if isinstance(v, PciCapability))
-    elif local == "stream-ids":
-        meta.stream_ids = tuple(v for v in values if isinstance(v, int))
-    else:
-        meta.images = tuple(v for v in values if isinstance(v, BootImage))
+    # Each item parser returns the type of its container's field (see _ITEM_PARSERS).
+    setattr(meta, _CONTAINER_FIELDS[local], tuple(values))
 
 
 class _Attrs:
@@ -376,11 +378,14 @@ class _Attrs:
         for token in text.split("|"):
             bit = members.get(token.strip())
             if bit is None:  # a number, or a mistake: the slow path reads or names it
-                return _parse_flags(text, cls, self.where(name), limit)
+                member = _parse_flags(text, cls, self.lazy(name), limit)
+                value = int(member)
+                break
             value |= bit
-        if value > limit:
-            return _parse_flags(text, cls, self.where(name), limit)
-        member = _member(cls, value)
+        else:
+            if value > limit:
+                return _parse_flags(text, cls, self.lazy(name), limit)  # raises, naming it
+            member = _member(cls, value)
         if len(_FLAG_WORDS) < _MEMBERS_SEEN_LIMIT:  # a hostile document cannot grow it
             _FLAG_WORDS[cls, text] = (member, value)
         return member

@@ -33,13 +33,15 @@ __all__ = ["MemoryPool", "is_ram", "pool_for"]
 
 HUGE_PAGE: Final = 0x200000
 """Blocks this large are aligned to 2 MiB when possible (huge pages, arm64 kernel alignment)."""
-_RAM: Final = MemFlag.READ | MemFlag.WRITE | MemFlag.EXECUTE
-_NOT_RAM: Final = MemFlag.IO | MemFlag.COMM_REGION | MemFlag.ROOTSHARED
+# Plain ints: ``int(flags) & mask`` costs a tenth of IntFlag's ``__and__``.
+_RAM: Final = int(MemFlag.READ | MemFlag.WRITE | MemFlag.EXECUTE)
+_NOT_RAM: Final = int(MemFlag.IO | MemFlag.COMM_REGION | MemFlag.ROOTSHARED)
 
 
 def is_ram(region: MemoryRegion) -> bool:
     """Whether a region is guest RAM: read, write and execute; not IO, comm or shared."""
-    return (region.flags & _RAM) == _RAM and not region.flags & _NOT_RAM and region.size > 0
+    flags = int(region.flags)
+    return (flags & (_RAM | _NOT_RAM)) == _RAM and region.size > 0
 
 
 def _subtract(ranges: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:

@@ -89,7 +89,7 @@ _LIBVIRT_ARCHES: Final = {"x86_64": Arch.X86, "aarch64": Arch.ARM64, "armv7l": A
 _RWX: Final = MemFlag.READ | MemFlag.WRITE | MemFlag.EXECUTE
 _RAM: Final = "the cell's RAM"
 _RAM_FLAGS: Final = _RWX | MemFlag.DMA | MemFlag.LOADABLE
-_VCON: Final = CellFlag.VIRTUAL_CONSOLE_PERMITTED | CellFlag.VIRTUAL_CONSOLE_ACTIVE
+_VCON: Final = int(CellFlag.VIRTUAL_CONSOLE_PERMITTED | CellFlag.VIRTUAL_CONSOLE_ACTIVE)
 
 # Top-level elements and devices a cell has no use for, with the reason given in the note.
 _TOP_LEVEL_REASONS: Final = {
@@ -199,7 +199,7 @@ def memory_kib(regions: Iterable[MemoryRegion]) -> int:
 
 def has_console(flags: CellFlag, console: Console) -> bool:
     """Whether a cell has a console: the hypervisor console or a UART of its own."""
-    return bool(flags & _VCON) or console.type != ConsoleType.NONE
+    return bool(int(flags) & _VCON) or console.type != ConsoleType.NONE
 
 
 def _page_up(value: int) -> int:
@@ -221,7 +221,7 @@ class _Translator:
         self.defined = defined
         self.pool_arg = pool
         self._notes: list[tuple[int, int, TranslationNote]] = []
-        self._order = {el: i for i, el in enumerate(root.iter())}
+        self._order: dict[etree._Element, int] | None = None  # built for the first note
         self.devices = root.find("devices")
         self.meta, ignored = read_metadata(root)
         for el, reason in ignored:
@@ -242,6 +242,8 @@ class _Translator:
         path = attr_path(where, attr) if attr is not None else path_of(where)
         if child is not None:
             path = f"{path}/{child}"
+        if self._order is None:
+            self._order = {el: i for i, el in enumerate(self.root.iter())}
         position = self._order.get(where, len(self._order))
         note = TranslationNote(path, reason, None if value is None else str(value))
         self._notes.append((position, len(self._notes), note))
@@ -664,7 +666,7 @@ class _Translator:
         cpuset: frozenset[int] | None,
         pins: dict[int, tuple[int, etree._Element]],
     ) -> frozenset[int]:
-        where = self.meta.path("cpus")
+        where = self.meta.where("cpus")  # a path is built only to raise
         if count != vcpu_count(cpus):
             raise TranslationError(
                 "/domain/vcpu",
@@ -1320,7 +1322,7 @@ class _Translator:
         shmems: list[_Shmem],
         hostdevs: list[tuple[etree._Element, int, int]],
     ) -> None:
-        where = self.meta.path("pci-devices")
+        where = self.meta.where("pci-devices")  # a path is built only to raise
         physical = {(d.domain, d.bdf) for d in devices if d.type != PciType.IVSHMEM}
         listed = {(domain, bdf) for _, domain, bdf in hostdevs}
         for el, domain, bdf in hostdevs:
@@ -1362,11 +1364,11 @@ class _Translator:
         translates back; the config checks note it); above one page the driver refuses
         it with EINVAL, and packing it could take gigabytes, so it is refused here.
         """
-        where = self.meta.path("cpu-set-size")
+        where = self.meta.where("cpu-set-size")  # a path is built only to raise
         most = (MAX_CELL_CPU + 1) // 8
         if size > most:
             raise TranslationError(
-                where,
+                str(where),
                 size,
                 f"a CPU set is at most {most} bytes: the driver refuses more with EINVAL "
                 "(upstream uses 8)",
@@ -1374,7 +1376,7 @@ class _Translator:
         outside = frozenset(cpu for cpu in cpus if cpu >= 8 * size)
         if outside:
             raise TranslationError(
-                where,
+                str(where),
                 size,
                 f"a CPU set of {size} byte(s) holds "
                 f"{f'CPUs 0-{8 * size - 1}' if size else 'no CPU'}; the cell's "
