@@ -122,6 +122,28 @@ def test_trailing_bytes_are_kept_and_repacked() -> None:
     assert pack_system(parsed_system) == system_data + bytes(5)
 
 
+@settings(max_examples=50, deadline=None)
+@given(cell_configs(), st.data())
+def test_a_built_cell_packs_once_and_its_copies_pack_their_own_fields(
+    cell: CellConfig, data: st.DataObject
+) -> None:
+    """The packed bytes a cell keeps after its first pack are the bytes of that cell alone.
+
+    A translation packs its cell to check it, and the caller packs it again to write it:
+    the second pack reuses the first.  A copy made with ``replace`` is a new config and
+    packs its own fields, never the original's bytes.
+    """
+    fresh = cell.replace()  # nothing packed yet
+    first = pack_cell(fresh)
+    assert pack_cell(fresh) == first == pack_cell(cell.replace())
+    assert parse_cell(first) == cell
+    name = data.draw(st.text("abcxyz", min_size=1, max_size=8).filter(lambda n: n != cell.name))
+    renamed = fresh.replace(name=name)
+    assert pack_cell(renamed) != first
+    assert parse_cell(pack_cell(renamed)).name == name
+    assert pack_cell(fresh) == first
+
+
 # -- known answers --------------------------------------------------------------------------------
 
 

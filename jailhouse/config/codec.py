@@ -623,10 +623,13 @@ def pack_cell(cell: CellConfig) -> bytes:
         ConfigError: A value does not fit its field; the error names the field path.
     """
     try:
-        return _pack_cell_fast(cell, CELL_SIGNATURE + bytes((cell.arch,)) + _REVISION)
+        data = _pack_cell_fast(cell, CELL_SIGNATURE + bytes((cell.arch,)) + _REVISION)
     except Exception:  # noqa: BLE001 - the named path below raises what is wrong, or packs
         head = CELL_SIGNATURE + _u8("arch", cell.arch) + _REVISION
         return _pack_cell_body(cell, head, prefix="")
+    if cell._packed is None:  # noqa: SLF001 - a config is immutable: pack it once
+        _set_cell_packed(cell, data[_CELL_HEAD_SIZE:])
+    return data
 
 
 def pack_system(system: SystemConfig) -> bytes:
@@ -651,6 +654,8 @@ def pack_system(system: SystemConfig) -> bytes:
 # same bytes whenever the named path would succeed, and fail whenever it would fail.
 
 _REVISION: Final = struct.pack("<H", CONFIG_REVISION)
+_CELL_HEAD_SIZE: Final = len(CELL_SIGNATURE) + 1 + len(_REVISION)
+"""Signature, arch byte and revision: what ``_packed`` leaves out."""
 _NAME_LEN: Final = 32
 
 
