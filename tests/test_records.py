@@ -6,15 +6,17 @@ import copy
 import dataclasses
 import inspect
 import io
+import os
 import pickle
 import subprocess
 import sys
 from contextlib import redirect_stdout
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import pytest
 
 from jailhouse.cli import main
+from jailhouse.config import _builders
 from jailhouse.config.model import (
     ArmPlatform,
     CacheRegion,
@@ -33,9 +35,6 @@ from jailhouse.config.model import (
 )
 from jailhouse.config.validate import Finding, Severity
 from jailhouse.examples import example_cells, example_system
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 RECORDS = [
     ArmPlatform,
@@ -224,3 +223,71 @@ def test_non_canonical_bytes_pack_as_their_values() -> None:
     parsed = load_config(bytes(dirty))
     assert parsed == system
     assert parsed.to_bytes() == clean
+
+
+# -- the codec's generated builders ------------------------------------------------------------
+
+_GENERATED_MARKER = (
+    "# -- generated from ORDERS below this line: do not edit by hand "
+    "------------------------------\n"
+)
+
+
+def builders_source(orders: dict[str, tuple[type, str]]) -> str:
+    """Write the source of :mod:`jailhouse.config._builders` that follows its marker line.
+
+    Raises:
+        AssertionError: An order does not name each field of its record exactly once.
+    """
+    functions: list[str] = ["", "_new = object.__new__", ""]
+    setters: list[str] = []
+    for name, (cls, order) in orders.items():
+        fields = order.split()
+        assert sorted(fields) == sorted(cls._fields), f"{name}: {order!r} vs {cls._fields}"
+        slots = dict(zip(cls._fields, cls._slot_names, strict=True))
+        noqa = "  # noqa: PLR0917 - the layout's fields, positionally" if len(fields) > 5 else ""
+        functions += ["", f"def {name}({noqa}"]
+        functions += [f"    {field}: object," for field in fields]
+        functions += [
+            f") -> {cls.__name__}:",
+            (
+                f'    """Build a :class:`~jailhouse.config.model.{cls.__name__}` from its '
+                'fields in layout order."""'
+            ),
+            f"    obj = _new({cls.__name__})",
+        ]
+        prefix = f"_set_{name[len('new_') :]}"
+        functions += [f"    {prefix}_{field}(obj, {field})" for field in fields]
+        functions += ["    return obj", ""]
+        setters += [
+            f'{prefix}_{field} = vars({cls.__name__})["{slots[field]}"].__set__' for field in fields
+        ]
+    return "\n".join([*functions, "", *setters]) + "\n"
+
+
+def test_builders_module_is_generated_from_its_orders() -> None:
+    """The builders below the marker are what ``ORDERS`` and the records' slots give.
+
+    With ``JAILHOUSE_REGENERATE=1`` the test rewrites the file instead of failing.
+    """
+    path = Path(_builders.__file__)
+    text = path.read_text(encoding="utf-8")
+    head, marker, _ = text.partition(_GENERATED_MARKER)
+    assert marker, "the marker line is missing"
+    expected = head + marker + builders_source(_builders.ORDERS)
+    if os.environ.get("JAILHOUSE_REGENERATE") == "1":
+        path.write_text(expected, encoding="utf-8")
+    assert text == expected or os.environ.get("JAILHOUSE_REGENERATE") == "1"
+
+
+@pytest.mark.parametrize("name", sorted(_builders.ORDERS))
+def test_each_builder_builds_what_the_constructor_builds(name: str) -> None:
+    """A builder stores each field it is given in that field's slot, none swapped."""
+    cls, order = _builders.ORDERS[name]
+    fields = order.split()
+    values = {field: object() for field in fields}  # distinct markers: a swap shows
+    built = getattr(_builders, name)(*(values[field] for field in fields))
+    assert type(built) is cls
+    for field in fields:
+        slot = dict(zip(cls._fields, cls._slot_names, strict=True))[field]
+        assert object.__getattribute__(built, slot) is values[field], field

@@ -11,6 +11,20 @@ from __future__ import annotations
 
 import struct
 
+from jailhouse.config._builders import (
+    new_cache,
+    new_cell,
+    new_console,
+    new_iommu,
+    new_irqchip,
+    new_memory,
+    new_pci_cap,
+    new_pci_device,
+    new_pio,
+    new_platform,
+    new_system,
+    new_x86_platform,
+)
 from jailhouse.config._record import PackedArray
 from jailhouse.config.model import (
     CELL_SIGNATURE,
@@ -20,7 +34,6 @@ from jailhouse.config.model import (
     Arch,
     ArmPlatform,
     CacheFlag,
-    CacheRegion,
     CacheType,
     CellConfig,
     CellFlag,
@@ -50,9 +63,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from typing import Any, Final, TypeVar
 
-    from jailhouse.config._record import Record
-
-    _T = TypeVar("_T", bound=Record)
     _E = TypeVar("_E", bound=enum.Enum)
     _V = TypeVar("_V")
 
@@ -113,57 +123,12 @@ _COUNT_OFFSETS: Final = {
 
 # -- fast construction -------------------------------------------------------------------
 #
-# A parse builds a dozen model objects per config.  The records' own __init__ stores each
-# field through object.__setattr__, which looks the name up again each time; the builders
-# below store through the slot descriptors instead (the same slots, the same values, so
-# equality, hashing and repr are the records' own).  The enum caches turn a
+# A parse builds a dozen model objects per config, through the positional builders of
+# jailhouse.config._builders (slot descriptors, no __init__).  The enum caches turn a
 # raw field into its flag or enum member with one dict lookup instead of an Enum call.
 
 _MEMBER_CACHE_LIMIT: Final = 4096
 """Distinct raw values one enum cache keeps (a hostile file cannot grow it further)."""
-
-
-def _builder(cls: type[_T], order: str) -> Callable[..., _T]:
-    """Return a constructor of the record class ``cls`` taking every field positionally.
-
-    Args:
-        cls: The record class.
-        order: Its field names, space-separated, in the order the constructor takes them
-            (the order the binary layout gives them, not necessarily the dataclass's).
-
-    Raises:
-        TypeError: ``order`` does not name each field of ``cls`` exactly once.
-    """
-    names = order.split()
-    fields = list(cls._fields)
-    if sorted(names) != sorted(fields):
-        raise TypeError(f"{cls.__name__} builder: fields {order!r} are not {' '.join(fields)}")
-    slots = dict(zip(fields, cls._slot_names, strict=True))
-    lines = [f"def build({', '.join(names)}):", "    obj = new(cls)"]
-    lines += [f"    set_{name}(obj, {name})" for name in names]
-    lines.append("    return obj")
-    namespace: dict[str, Any] = {"new": object.__new__, "cls": cls}
-    namespace.update({f"set_{name}": vars(cls)[slots[name]].__set__ for name in names})
-    # The source is made of the record's own field names, as dataclasses does it.
-    exec("\n".join(lines), namespace)  # noqa: S102
-    build: Callable[..., _T] = namespace["build"]
-    return build
-
-
-def _lazy_builder(name: str, cls: type[_T], order: str) -> Callable[..., _T]:
-    """Return a stand-in for the module global ``name`` that makes :func:`_builder` on first use.
-
-    Compiling the builders costs about 1.5 ms, which a process that imports the codec
-    but parses nothing (``jhctl cell list``) should not pay.  The first call replaces
-    the global with the real builder, so later calls go straight to it.
-    """
-
-    def first_call(*values: object) -> _T:
-        build = _builder(cls, order)
-        globals()[name] = build
-        return build(*values)
-
-    return first_call
 
 
 class _Members(dict[int, "_E"]):
@@ -182,48 +147,6 @@ class _Members(dict[int, "_E"]):
         return member
 
 
-_new_memory = _lazy_builder("_new_memory", MemoryRegion, "phys_start virt_start size flags")
-_new_cache = _lazy_builder("_new_cache", CacheRegion, "start size type flags")
-_new_irqchip = _lazy_builder("_new_irqchip", IrqChip, "address id pin_base pin_bitmap")
-_new_pio = _lazy_builder("_new_pio", PioRegion, "base length")
-_new_pci_device = _lazy_builder(
-    "_new_pci_device",
-    PciDevice,
-    "type iommu domain bdf bar_mask caps_start num_caps num_msi_vectors msi_64bits "
-    "msi_maskable num_msix_vectors msix_region_size msix_address shmem_regions_start "
-    "shmem_dev_id shmem_peers shmem_protocol",
-)
-_new_pci_cap = _lazy_builder("_new_pci_cap", PciCapability, "id start len flags")
-_new_console = _lazy_builder(
-    "_new_console", Console, "address size type flags divider gate_nr clock_reg"
-)
-_new_cell = _lazy_builder(
-    "_new_cell",
-    CellConfig,
-    "name arch id flags cpu_set_size cpus mem_regions cache_regions irqchips pio_regions "
-    "pci_devices pci_caps stream_ids vpci_irq_base cpu_reset_address msg_reply_timeout "
-    "console trailing",
-)
-_new_iommu = _lazy_builder(
-    "_new_iommu",
-    IommuUnit,
-    "type base size amd_bdf amd_base_cap amd_msi_cap amd_features tipvu_tlb_base tipvu_tlb_size",
-)
-_new_x86_platform = _lazy_builder(
-    "_new_x86_platform",
-    X86Platform,
-    "pm_timer_address apic_mode vtd_interrupt_limit tsc_khz apic_khz",
-)
-_new_platform = _lazy_builder(
-    "_new_platform",
-    PlatformInfo,
-    "pci_mmconfig_base pci_mmconfig_end_bus pci_is_virtual pci_domain iommu_units arch_info",
-)
-_new_system = _lazy_builder(
-    "_new_system",
-    SystemConfig,
-    "arch flags hypervisor_memory debug_console platform root_cell root_header",
-)
 _ARCHES: Final = _Members(Arch)
 _CELL_FLAGS: Final = _Members(CellFlag)
 _MEM_FLAGS: Final = _Members(MemFlag)
@@ -287,10 +210,10 @@ def parse_system(data: bytes) -> SystemConfig:
     cache = _X86_PLATFORMS if arch == Arch.X86 else _ARM_PLATFORMS
     platform, canonical = cache[data[_SYSTEM_HEAD.size : _ROOT_CELL_OFFSET]]
     root_cell = _parse_cell_at(data, _ROOT_CELL_OFFSET, arch, prefix="root_cell.")[0]
-    system = _new_system(
+    system = new_system(
         arch,
         _SYSTEM_FLAGS[head[3]],
-        _new_memory(head[4], head[5], head[6], _MEM_FLAGS[head[7]]),  # hypervisor_memory
+        new_memory(head[4], head[5], head[6], _MEM_FLAGS[head[7]]),  # hypervisor_memory
         _CONSOLES[data[_DEBUG_CONSOLE_OFFSET : _SYSTEM_HEAD.size]],
         platform,
         root_cell,
@@ -331,13 +254,11 @@ def _parse_platform(data: bytes, *, x86: bool) -> tuple[PlatformInfo, bool]:
     if x86:
         canonical = canonical and not data[offset + 3] and not any(data[offset + 16 : offset + 44])
         pm_timer, apic_mode, vtd_limit, tsc_khz, apic_khz = _X86_PLATFORM.unpack_from(data, offset)
-        arch_info = _new_x86_platform(
-            pm_timer, _APIC_MODES[apic_mode], vtd_limit, tsc_khz, apic_khz
-        )
+        arch_info = new_x86_platform(pm_timer, _APIC_MODES[apic_mode], vtd_limit, tsc_khz, apic_khz)
     else:
         canonical = canonical and not any(data[offset + 2 : offset + 4])
         arch_info = ArmPlatform(*_ARM_PLATFORM.unpack_from(data, offset))
-    platform = _new_platform(
+    platform = new_platform(
         mmconfig_base,
         end_bus,
         is_virtual,
@@ -412,7 +333,7 @@ def _parse_cell_at(
     if n_pci:
         pci_rows = list(_PCI_DEVICE.iter_unpack(data[s_pci:s_caps]))
         canonical = canonical and not any(row[13] & ~3 for row in pci_rows)
-    cell = _new_cell(
+    cell = new_cell(
         _name(raw_name),
         arch,
         f[4],  # id
@@ -422,7 +343,7 @@ def _parse_cell_at(
         PackedArray(data[s_mem:s_cache], n_mem, _decode_memory) if n_mem else (),
         tuple(
             [
-                _new_cache(start, size, _CACHE_TYPES[kind], _CACHE_FLAGS[flags])
+                new_cache(start, size, _CACHE_TYPES[kind], _CACHE_FLAGS[flags])
                 for start, size, kind, flags in _CACHE.iter_unpack(data[s_cache:s_irq])
             ]
         )
@@ -496,7 +417,7 @@ def _decode_memory(raw: bytes) -> tuple[MemoryRegion, ...]:
     mem_flags = _MEM_FLAGS
     return tuple(
         [
-            _new_memory(phys, virt, size, mem_flags[flags])
+            new_memory(phys, virt, size, mem_flags[flags])
             for phys, virt, size, flags in _MEMORY.iter_unpack(raw)
         ]
     )
@@ -505,21 +426,21 @@ def _decode_memory(raw: bytes) -> tuple[MemoryRegion, ...]:
 def _decode_irqchips(raw: bytes) -> tuple[IrqChip, ...]:
     return tuple(
         [
-            _new_irqchip(v[0], v[1], v[2], v[3:])  # address, id, pin_base, pin_bitmap
+            new_irqchip(v[0], v[1], v[2], v[3:])  # address, id, pin_base, pin_bitmap
             for v in _IRQCHIP.iter_unpack(raw)
         ]
     )
 
 
 def _decode_pio(raw: bytes) -> tuple[PioRegion, ...]:
-    return tuple([_new_pio(*v) for v in _PIO.iter_unpack(raw)])
+    return tuple([new_pio(*v) for v in _PIO.iter_unpack(raw)])
 
 
 def _decode_pci_caps(raw: bytes) -> tuple[PciCapability, ...]:
     cap_flags = _PCI_CAP_FLAGS
     return tuple(
         [
-            _new_pci_cap(cap_id, start, length, cap_flags[flags])
+            new_pci_cap(cap_id, start, length, cap_flags[flags])
             for cap_id, start, length, flags in _PCI_CAP.iter_unpack(raw)
         ]
     )
@@ -565,14 +486,14 @@ def _name(raw: bytes) -> str:
 
 def _console(v: Sequence[int]) -> Console:
     address, size, con_type, flags, divider, gate_nr, clock_reg = v
-    return _new_console(
+    return new_console(
         address, size, _CONSOLE_TYPES[con_type], _CONSOLE_FLAGS[flags], divider, gate_nr, clock_reg
     )
 
 
 def _pci_device(v: tuple[int, ...]) -> PciDevice:
     msi_bits = v[13]
-    return _new_pci_device(
+    return new_pci_device(
         _PCI_TYPES[v[0]],
         v[1],  # iommu
         v[2],  # domain
@@ -609,8 +530,10 @@ def _parse_iommu(raw: tuple[Any, ...]) -> IommuUnit:
     unit_type, base, size, union = raw
     kind = _IOMMU_TYPES[unit_type]
     if kind == IommuType.PVU:
-        return _new_iommu(kind, base, size, 0, 0, 0, 0, *_IOMMU_PVU.unpack(union))
-    return _new_iommu(kind, base, size, *_IOMMU_AMD.unpack(union), 0, 0)
+        tlb_base, tlb_size = _IOMMU_PVU.unpack(union)
+        return new_iommu(kind, base, size, 0, 0, 0, 0, tlb_base, tlb_size)
+    bdf, base_cap, msi_cap, features = _IOMMU_AMD.unpack(union)
+    return new_iommu(kind, base, size, bdf, base_cap, msi_cap, features, 0, 0)
 
 
 # -- packing -------------------------------------------------------------------------------
