@@ -922,7 +922,9 @@ def measure_cli(opts: Options) -> list[Row]:
         for row in rows:
             row.skipped = f"start-up not measured: {opts.startup_refused}"
         return rows
-    host = SimHost(opts.workdir / "cli-host", arch=Arch.X86, cpus=4)
+    host_dir = opts.workdir / "cli-host"
+    shutil.rmtree(host_dir, ignore_errors=True)  # a --workdir kept from an earlier run
+    host = SimHost(host_dir, arch=Arch.X86, cpus=4)
     host.enable(example_system("x86").to_bytes())
     for cell in example_cells("x86").values():
         host.cell_create(cell.to_bytes())
