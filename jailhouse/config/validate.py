@@ -835,12 +835,15 @@ def _report_trailing(trailing: bytes, offset: int, report: _Report) -> None:
 
 
 class _Resource:
-    __slots__ = ("name", "size", "start")
+    """A range no cell may map; ``end`` is worked out once, as the system's memo keeps it."""
+
+    __slots__ = ("end", "name", "size", "start")
 
     def __init__(self, name: str, start: int, size: int) -> None:
         self.name = name
         self.start = start
         self.size = size
+        self.end = start + size
 
 
 def _system_resources(system: SystemConfig) -> list[_Resource]:
@@ -887,14 +890,13 @@ def _system_resources(system: SystemConfig) -> list[_Resource]:
 def _check_cell_against_system(
     system: SystemConfig, cell: CellConfig, report: _Report, resources: Sequence[_Resource]
 ) -> None:
-    spans = [(res, res.start, res.start + res.size) for res in resources if res.size]
     for i, region in enumerate(cell.mem_regions):
         start, size = region.phys_start, region.size
         if not size or region.is_comm_region:
             continue  # a comm region's phys_start is ignored: the hypervisor supplies the page
         end = start + size
-        for res, res_start, res_end in spans:
-            if start < res_end and res_start < end:  # _overlaps, inlined for the hot loop
+        for res in resources:
+            if res.size and start < res.end and res.start < end:  # _overlaps, inlined
                 report.error(
                     f"mem_regions[{i}].phys_start",
                     region.phys_start,

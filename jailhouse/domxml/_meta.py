@@ -112,27 +112,16 @@ _CELL_ATTRS: Final = {
     "cpu-reset-address",
     "msg-reply-timeout",
 }
-_CONTAINERS: Final = {
-    "memory-regions": "region",
-    "cache-regions": "cache",
-    "irqchips": "irqchip",
-    "pio-regions": "pio",
-    "pci-devices": "pci-device",
-    "pci-caps": "pci-cap",
-    "stream-ids": "stream-id",
-    "boot": "image",
+_CONTAINERS: Final = {  # container -> its item element, and the Metadata field it fills
+    "memory-regions": ("region", "mem_regions"),
+    "cache-regions": ("cache", "cache_regions"),
+    "irqchips": ("irqchip", "irqchips"),
+    "pio-regions": ("pio", "pio_regions"),
+    "pci-devices": ("pci-device", "pci_devices"),
+    "pci-caps": ("pci-cap", "pci_caps"),
+    "stream-ids": ("stream-id", "stream_ids"),
+    "boot": ("image", "images"),
 }
-_CONTAINER_FIELDS: Final = {
-    "memory-regions": "mem_regions",
-    "cache-regions": "cache_regions",
-    "irqchips": "irqchips",
-    "pio-regions": "pio_regions",
-    "pci-devices": "pci_devices",
-    "pci-caps": "pci_caps",
-    "stream-ids": "stream_ids",
-    "boot": "images",
-}
-"""The :class:`Metadata` field each container fills."""
 _SINGLES: Final = {"cpus", "console", "trailing"}
 _PARTS: Final = {f"{{{NS}}}{local}": local for local in (*_CONTAINERS, *_SINGLES)}
 """The tag of each part of ``<jailhouse:cell>`` -> its local name."""
@@ -295,7 +284,7 @@ def _parse_cell(el: etree._Element) -> Metadata:
 
 def _parse_container(el: etree._Element, local: str, meta: Metadata) -> None:
     _no_attrs(el)
-    item = _CONTAINERS[local]
+    item, field_name = _CONTAINERS[local]
     parse = _ITEM_PARSERS[item]
     tag = _q(item)
     values = []
@@ -309,7 +298,7 @@ def _parse_container(el: etree._Element, local: str, meta: Metadata) -> None:
                 f"{PREFIX}:{local} holds only {PREFIX}:{item} elements",
             )
     # Each item parser returns the type of its container's field (see _ITEM_PARSERS).
-    setattr(meta, _CONTAINER_FIELDS[local], tuple(values))
+    setattr(meta, field_name, tuple(values))
 
 
 class _Attrs:
