@@ -609,7 +609,7 @@ def test_cell_list_builds_no_config_model(
         check=True,
     )
     assert "arm64-demo" in run.stdout
-    assert run.stderr.split() == ["jailhouse.config.flags"]
+    assert run.stderr.split() == ["jailhouse.config._format", "jailhouse.config.flags"]
 
 
 def test_refused_operations_exit_1(capsys: pytest.CaptureFixture[str], board: Board) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from jailhouse._ffi import ffi
-from jailhouse.config import codec
+from jailhouse.config import _format
 from jailhouse.config.model import (
     Arch,
     ArmPlatform,
@@ -106,16 +106,16 @@ def _expected_console(con: Console) -> tuple[int, ...]:
 @pytest.mark.parametrize(
     ("fmt", "cdecl"),
     [
-        (codec._CELL_DESC, "struct jailhouse_cell_desc"),
-        (codec._CONSOLE, "struct jailhouse_console"),
-        (codec._MEMORY, "struct jailhouse_memory"),
-        (codec._CACHE, "struct jailhouse_cache"),
-        (codec._IRQCHIP, "struct jailhouse_irqchip"),
-        (codec._PIO, "struct jailhouse_pio"),
-        (codec._PCI_DEVICE, "struct jailhouse_pci_device"),
-        (codec._PCI_CAP, "struct jailhouse_pci_capability"),
-        (codec._STREAM_ID, "union jailhouse_stream_id"),
-        (codec._IOMMU, "struct jailhouse_iommu"),
+        (_format.CELL_DESC, "struct jailhouse_cell_desc"),
+        (_format.CONSOLE, "struct jailhouse_console"),
+        (_format.MEMORY, "struct jailhouse_memory"),
+        (_format.CACHE, "struct jailhouse_cache"),
+        (_format.IRQCHIP, "struct jailhouse_irqchip"),
+        (_format.PIO, "struct jailhouse_pio"),
+        (_format.PCI_DEVICE, "struct jailhouse_pci_device"),
+        (_format.PCI_CAP, "struct jailhouse_pci_capability"),
+        (_format.STREAM_ID, "union jailhouse_stream_id"),
+        (_format.IOMMU, "struct jailhouse_iommu"),
     ],
 )
 def test_struct_sizes_match_compiler(fmt: Any, cdecl: str) -> None:
@@ -125,8 +125,10 @@ def test_struct_sizes_match_compiler(fmt: Any, cdecl: str) -> None:
 
 def test_system_header_and_root_cell_offset_match_compiler() -> None:
     """The system header length and the root cell offset are the compiler's."""
-    assert ffi.offsetof("struct jailhouse_system", "root_cell") == codec.SYSTEM_HEADER_SIZE
-    assert ffi.sizeof("struct jailhouse_system") == codec.SYSTEM_HEADER_SIZE + codec.CELL_DESC_SIZE
+    assert ffi.offsetof("struct jailhouse_system", "root_cell") == _format.SYSTEM_HEADER_SIZE
+    assert (
+        ffi.sizeof("struct jailhouse_system") == _format.SYSTEM_HEADER_SIZE + _format.CELL_DESC_SIZE
+    )
 
 
 def test_cell_descriptor_fields_read_back_through_compiled_struct() -> None:

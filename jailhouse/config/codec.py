@@ -25,6 +25,25 @@ from jailhouse.config._builders import (
     new_system,
     new_x86_platform,
 )
+from jailhouse.config._format import ARM_PLATFORM as _ARM_PLATFORM
+from jailhouse.config._format import CACHE as _CACHE
+from jailhouse.config._format import CELL_DESC as _CELL_DESC
+from jailhouse.config._format import CELL_DESC_SIZE, SYSTEM_HEADER_SIZE, cpu_set
+from jailhouse.config._format import CONSOLE as _CONSOLE
+from jailhouse.config._format import COUNT_OFFSETS as _COUNT_OFFSETS
+from jailhouse.config._format import IOMMU as _IOMMU
+from jailhouse.config._format import IOMMU_AMD as _IOMMU_AMD
+from jailhouse.config._format import IOMMU_PVU as _IOMMU_PVU
+from jailhouse.config._format import IRQCHIP as _IRQCHIP
+from jailhouse.config._format import MEMORY as _MEMORY
+from jailhouse.config._format import NUM_IOMMUS as _NUM_IOMMUS
+from jailhouse.config._format import PCI_CAP as _PCI_CAP
+from jailhouse.config._format import PCI_DEVICE as _PCI_DEVICE
+from jailhouse.config._format import PIO as _PIO
+from jailhouse.config._format import PLATFORM_PCI as _PLATFORM_PCI
+from jailhouse.config._format import STREAM_ID as _STREAM_ID
+from jailhouse.config._format import SYSTEM_HEAD as _SYSTEM_HEAD
+from jailhouse.config._format import X86_PLATFORM as _X86_PLATFORM
 from jailhouse.config._record import PackedArray
 from jailhouse.config.model import (
     CELL_SIGNATURE,
@@ -75,51 +94,12 @@ __all__ = [
     "parse_system",
 ]
 
-# struct jailhouse_cell_desc: signature, architecture, revision, name, then eleven u32
-# (id, flags, cpu_set_size, the eight counts, vpci_irq_base), cpu_reset_address,
-# msg_reply_timeout, and the embedded struct jailhouse_console.
-_CONSOLE_FORMAT: Final = "QIHHIIQ"  # struct jailhouse_console, embedded in two headers
-_CELL_DESC: Final = struct.Struct("<5sBH32s11IQQ" + _CONSOLE_FORMAT)
-CELL_DESC_SIZE: Final = _CELL_DESC.size
-_CONSOLE: Final = struct.Struct("<" + _CONSOLE_FORMAT)
-_MEMORY: Final = struct.Struct("<QQQQ")
-_CACHE: Final = struct.Struct("<IIBxH")
-_IRQCHIP: Final = struct.Struct("<QII4I")
-_PIO: Final = struct.Struct("<HH")
-_PCI_DEVICE: Final = struct.Struct("<BBHH6IHHBBHHQIBBH")
-_PCI_CAP: Final = struct.Struct("<HHHH")
-_STREAM_ID: Final = struct.Struct("<I")
-# struct jailhouse_system up to platform_info: signature, architecture, revision, flags,
-# hypervisor_memory, debug_console.
-_SYSTEM_HEAD: Final = struct.Struct("<5sBHI" + "QQQQ" + _CONSOLE_FORMAT)
-_PLATFORM_PCI: Final = struct.Struct("<QBBH")
-_IOMMU: Final = struct.Struct("<IQI12s")
-_IOMMU_AMD: Final = struct.Struct("<HBBI4x")
-_IOMMU_PVU: Final = struct.Struct("<QI")
-_X86_PLATFORM: Final = struct.Struct("<HBxIII28x")
-_ARM_PLATFORM: Final = struct.Struct("<BB2xQQQQQ")
-_NUM_IOMMUS: Final = 8
-SYSTEM_HEADER_SIZE: Final = (
-    _SYSTEM_HEAD.size + _PLATFORM_PCI.size + _NUM_IOMMUS * _IOMMU.size + _ARM_PLATFORM.size
-)
+# The layouts live in jailhouse.config._format, with the plain codes the checker reads.
 _ROOT_CELL_OFFSET: Final = SYSTEM_HEADER_SIZE
 _IOMMUS_SIZE: Final = _NUM_IOMMUS * _IOMMU.size
 _NO_IOMMUS: Final = bytes(_IOMMUS_SIZE)
 _DEBUG_CONSOLE_OFFSET: Final = _SYSTEM_HEAD.size - _CONSOLE.size
 _SIGNATURE_LEN: Final = 5
-
-# Offsets of the descriptor's count fields, for error messages.
-_COUNT_OFFSETS: Final = {
-    "cpu_set_size": 48,
-    "num_memory_regions": 52,
-    "num_cache_regions": 56,
-    "num_irqchips": 60,
-    "num_pio_regions": 64,
-    "num_pci_devices": 68,
-    "num_pci_caps": 72,
-    "num_stream_ids": 76,
-}
-
 
 # -- fast construction -------------------------------------------------------------------
 #
@@ -388,22 +368,12 @@ class _Decoded(dict[bytes, "_V"]):
         return value
 
 
-def _cpu_set(raw: bytes) -> frozenset[int]:
-    bits = int.from_bytes(raw, "little")
-    cpus: set[int] = set()
-    while bits:
-        low = bits & -bits
-        cpus.add(low.bit_length() - 1)
-        bits ^= low
-    return frozenset(cpus)
-
-
 def _raw_console(raw: bytes) -> Console:
     return _console(_CONSOLE.unpack(raw))
 
 
 _CONSOLE_OFFSET: Final = CELL_DESC_SIZE - _CONSOLE.size
-_CPU_SETS: Final = _Decoded(_cpu_set)
+_CPU_SETS: Final = _Decoded(cpu_set)
 _CONSOLES: Final = _Decoded(_raw_console)
 _X86_PLATFORMS: Final = _Decoded(_x86_platform)
 _ARM_PLATFORMS: Final = _Decoded(_arm_platform)

@@ -11,6 +11,13 @@ from __future__ import annotations
 import enum
 
 from jailhouse._listing import ARCH_NAMES, format_cpus, parse_cpus
+from jailhouse.config._format import (
+    CELL_SIGNATURE,
+    CONFIG_REVISION,
+    NAME_MAXLEN,
+    PAGE_SIZE,
+    SYSTEM_SIGNATURE,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -42,17 +49,6 @@ __all__ = [
     "format_cpus",
     "parse_cpus",
 ]
-
-CONFIG_REVISION: Final = 14
-"""The only config revision this library reads and writes (upstream master/next)."""
-CELL_SIGNATURE: Final = b"JHCLL"
-"""First five bytes of a cell config."""
-SYSTEM_SIGNATURE: Final = b"JHSYS"
-"""First five bytes of a system config."""
-NAME_MAXLEN: Final = 31
-"""Longest cell name in bytes; the field is 32 bytes with the terminating NUL."""
-PAGE_SIZE: Final = 0x1000
-"""The hypervisor's page size on every architecture it supports."""
 
 IVSHMEM_BAR_MASK_INTX: Final = (0xFFFFF000, 0, 0, 0, 0, 0)
 """ivshmem BAR masks: 4 KiB register BAR, legacy INTx."""

@@ -13,6 +13,8 @@ by value.  The flag words, type codes, constants and CPU-set helpers are defined
 
 from __future__ import annotations
 
+from jailhouse.config._format import bdf_text as _bdf_text
+from jailhouse.config._format import irq_pins as _irq_pins
 from jailhouse.config._record import PackedArray, Record, decoded
 from jailhouse.config.flags import (
     CELL_SIGNATURE,
@@ -249,12 +251,7 @@ class IrqChip(Record):
     @property
     def pins(self) -> frozenset[int]:
         """The interrupt pins the bitmap grants."""
-        return frozenset(
-            self.pin_base + 32 * word + bit
-            for word, bits in enumerate(self.pin_bitmap)
-            for bit in range(32)
-            if bits >> bit & 1
-        )
+        return _irq_pins(self.pin_base, self.pin_bitmap)
 
 
 class PioRegion(Record):
@@ -352,8 +349,7 @@ class PciDevice(Record):
     @property
     def bdf_text(self) -> str:
         """Bus, device and function as ``0000:00:1f.0``."""
-        bus, dev, fn = self.bdf >> 8, (self.bdf >> 3) & 0x1F, self.bdf & 0x7
-        return f"{self.domain:04x}:{bus:02x}:{dev:02x}.{fn:x}"
+        return _bdf_text(self.domain, self.bdf)
 
 
 class PciCapability(Record):
