@@ -27,7 +27,9 @@ Start-up: importing this package imports nothing but :mod:`os` and :mod:`sys`.  
 modules (and argparse) are imported when a parser is built; ``jhctl --version``, a plain
 ``jhctl config check FILE...`` (no options) and a plain ``jhctl cell list`` (see
 :mod:`jailhouse.cli._quick`) take fast paths that build no parser, with the same output
-and exit codes (anything else, ``--help`` included, goes through argparse).
+and exit codes (anything else, ``--help`` included, goes through argparse).  A plain
+``config check`` of a clean set does not import the config model (or :mod:`enum`) either;
+a set with findings is checked again through the model, which names them.
 """
 
 from __future__ import annotations
@@ -179,9 +181,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         listing = cell_list(words)
         if listing is not None:
             return _write(listing)
-    fast = _fast_path(words)
-    if fast is not None:
-        handler, args = fast
+    args: Any  # argparse's Namespace, or a SimpleNamespace with what it would hold
+    files = _plain_check(words)
+    if files is not None:
+        from jailhouse.cli._quick import config_check  # noqa: PLC0415 - imports only os
+
+        clean = config_check(files[0], files[1:])
+        if clean is not None:
+            return _write(clean)
+        from types import SimpleNamespace  # noqa: PLC0415 - what argparse.Namespace is, cheaper
+
+        from jailhouse.cli._config import check_handler  # noqa: PLC0415
+
+        handler, args = check_handler, SimpleNamespace(system=files[0], cells=files[1:])
     else:
         try:
             args = build_parser().parse_args(words)
@@ -206,23 +218,21 @@ def _terminal_width() -> int:
     return columns or 80
 
 
-def _fast_path(words: list[str]) -> tuple[Callable[..., int], Any] | None:
-    """Return the handler and arguments of ``config check FILE...`` without a parser.
+def _plain_check(words: list[str]) -> list[str] | None:
+    """Return the files of ``config check FILE...``, which runs without a parser.
 
     Only the plain form qualifies: ``config check`` and at least one file, no word that
     starts with ``-``.  Any other command line returns ``None`` and goes through argparse,
-    which gives the same handler the same arguments for these.
+    which gives the check handler the same arguments for these.  A clean set is checked
+    without the model (:func:`jailhouse.cli._quick.config_check`); the rest goes to the
+    handler, as from argparse.
     """
     if len(words) < 3 or words[:2] != ["config", "check"]:  # verb, sub-verb, a file
         return None
     files = words[2:]
     if any(word.startswith("-") for word in files):
         return None
-    from types import SimpleNamespace  # noqa: PLC0415 - what argparse.Namespace is, cheaper
-
-    from jailhouse.cli._config import check_handler  # noqa: PLC0415
-
-    return check_handler, SimpleNamespace(system=files[0], cells=files[1:])
+    return files
 
 
 def _write(text: str) -> int:

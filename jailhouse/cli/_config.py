@@ -283,14 +283,10 @@ def _check(args: argparse.Namespace, ctx: Context) -> int:
     }
 
     def text() -> str:
-        lines = [str(f) for f in findings]
-        names = ", ".join([repr(system.root_cell.name), *(repr(c.name) for c in cells)])
-        if not findings:
-            lines.append(f"config check: {names}: no findings")
-        else:
-            tail = " (warnings alone exit 0)" if not errors else ""
-            lines.append(f"config check: {names}: {errors} error(s), {warnings} warning(s){tail}")
-        return "\n".join(lines)
+        from jailhouse.cli._quick import check_summary  # noqa: PLC0415 - one line, one place
+
+        names = [system.root_cell.name, *(c.name for c in cells)]
+        return "\n".join([*(str(f) for f in findings), check_summary(names, errors, warnings)])
 
     ctx.emit(doc, text)
     return EXIT_FINDINGS if errors else EXIT_OK

@@ -1,4 +1,4 @@
-"""``jhctl cell list`` without argparse, the device layer or the simulator: the quick path.
+"""``jhctl cell list`` and ``config check`` without argparse or the model: the quick paths.
 
 :func:`cell_list` takes the plain command lines of ``cell list`` (the verb, ``--json``,
 ``--debug`` and one ``-c``/``--connect URI``, options before ``cell`` or after ``list``) on
@@ -8,6 +8,12 @@ before anything is printed, and :func:`jailhouse.cli.main` runs the command thro
 full path, which gives the same output for what this path accepts and the errors for the
 rest: another command line, a missing device, an unsupported machine, a new or
 half-written simulated host, sysfs contents that are torn or malformed.
+
+:func:`config_check` takes ``config check SYSTEM [CELL...]`` (:func:`jailhouse.cli.main`
+hands it the files of the plain form only) and checks the set through
+:func:`jailhouse.config._lean.check_set`, which reads plain records instead of the model:
+a clean set prints its one line from here, and anything else (a finding, a file that does
+not read, a config the codec refuses) goes through the full path, which reports it.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ if TYPE_CHECKING:
 
     from jailhouse._listing import Listed
 
-__all__ = ["cell_list", "parse_cell_list"]
+__all__ = ["cell_list", "check_summary", "config_check", "parse_cell_list"]
 _DEVICE: Final = "/dev/jailhouse"
 _FLAGS: Final = frozenset({"--json", "--debug"})
 
@@ -104,3 +110,23 @@ def _read(uri: str) -> list[Listed] | None:
     if any(c in path for c in "?#%;"):
         return None  # a query, a fragment or a quoted byte: urllib's reading decides
     return read_sim_cells(path)
+
+
+def config_check(system: str, cells: Sequence[str]) -> str | None:
+    """Check a set of config files; return the line a clean set prints, or ``None``.
+
+    ``None`` means "take the full path": the set has findings or does not read.
+    """
+    from jailhouse.config._lean import check_set  # noqa: PLC0415 - only for this verb
+
+    names = check_set(system, cells)
+    return None if names is None else check_summary(names, 0, 0)
+
+
+def check_summary(names: Sequence[str], errors: int, warnings: int) -> str:
+    """The last line of ``config check``: the cells checked and what was found."""
+    shown = ", ".join(repr(name) for name in names)
+    if not errors and not warnings:
+        return f"config check: {shown}: no findings"
+    tail = " (warnings alone exit 0)" if not errors else ""
+    return f"config check: {shown}: {errors} error(s), {warnings} warning(s){tail}"
